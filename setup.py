@@ -1,0 +1,51 @@
+"""sandmle: on-policy RL for machine-learning-engineering agents in micro sandboxes."""
+
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "jax>=0.10.2,<0.11",
+    "jaxlib>=0.10.2,<0.11",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8,<0.3",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "chex>=0.1.90,<0.2",
+    "transformers>=5.24,<6",
+    "tokenizers>=0.23,<0.24",
+    "safetensors>=0.8,<0.9",
+    "numpy>=2.4,<3",
+    "scipy>=1.15,<2",
+    "scikit-learn>=1.9,<2",
+    "pandas>=3.1,<4",
+    "ml-collections>=1.1,<2",
+    "absl-py>=2.5,<3",
+    "tensorboardX>=2.6,<3",
+    "tqdm>=4.66,<5",
+    "rich>=13,<16",
+    "matplotlib>=3.9,<4",
+    "psutil>=6,<8",
+]
+
+EXTRAS = {
+    "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4"],
+    # CPU wheel on disk here; a bare `torch` would pull a multi-GB CUDA build.
+    "torch": ["torch==2.13.0"],
+    "ray": ["ray[default]>=2.60,<3"],
+    "tpu": ["jax[tpu]>=0.10.2,<0.11"],
+    "cuda": ["jax[cuda12]>=0.10.2,<0.11"],
+}
+
+CONSOLE_SCRIPTS = [
+    "sandmle-sweep=sandmle.sweep:run",
+]
+
+setup(
+    name="sandmle",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.10",
+    packages=find_packages(include=["sandmle", "sandmle.*", "configs", "configs.*"]),
+    package_data={"sandmle": ["envgen/seeds/*.json"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": CONSOLE_SCRIPTS},
+)
