@@ -1,0 +1,353 @@
+"""Sanity checks every candidate task must pass; each failure names its reason.
+
+The checks follow the paper's filter plus the leak rules of DESIGN.md:
+  * thresholds strictly monotonic (gold > silver > bronze > median in the better direction)
+    and every one strictly better than the sample submission's score;
+  * the strong reference beats the trivial one by a margin, and the trivial one wins no medal;
+  * no answer is recoverable from public/: test row order, ids, media file names, and
+    metadata (a target copied into test.csv, text chunks in PNG/WAV files, a public file that
+    holds the answers);
+  * regenerating with the same seed gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import re
+import struct
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from sandmle.tasks.task import Task
+
+
+class Reason(str, enum.Enum):
+    """Why a candidate was rejected (stored in the manifest as the value string)."""
+
+    GENERATION_ERROR = "generation_error"
+    INVALID_TASK = "invalid_task"
+    LEADERBOARD_FAILED = "leaderboard_failed"
+    THRESHOLDS_NOT_MONOTONIC = "thresholds_not_monotonic"
+    THRESHOLDS_NOT_BETTER_THAN_SAMPLE = "thresholds_not_better_than_sample"
+    STRONG_NOT_BETTER_THAN_TRIVIAL = "strong_not_better_than_trivial"
+    TRIVIAL_WINS_MEDAL = "trivial_wins_medal"
+    LEAK_ROW_ORDER = "leak_row_order"
+    LEAK_IDS = "leak_ids"
+    LEAK_FILE_NAMES = "leak_file_names"
+    LEAK_METADATA = "leak_metadata"
+    NOT_DETERMINISTIC = "not_deterministic"
+    DESCRIPTION_LEAKS_RULE = "description_leaks_rule"
+    LLM_FAILED = "llm_failed"
+
+
+@dataclasses.dataclass
+class Rejection:
+    """One failed check: the reason code and a human-readable detail."""
+
+    reason: Reason
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.reason.value}: {self.detail}"
+
+
+@dataclasses.dataclass
+class VerifyConfig:
+    """Knobs of the checks (the defaults are what the pipeline uses)."""
+
+    # Strong must beat trivial by margin_abs + margin_rel * |trivial| (in the better direction).
+    margin_abs: float = 0.02
+    margin_rel: float = 0.02
+    # |z| above which an association between position/id/name and the label counts as a leak.
+    leak_z: float = 4.0
+    trivial_tier: str = "trivial"
+    strong_tier: str = "strong"
+
+
+def _better(a: float, b: float, lower: bool) -> bool:
+    """True if score a is strictly better than score b."""
+    return a < b if lower else a > b
+
+
+def check_thresholds(grading: Mapping[str, Any]) -> list[Rejection]:
+    """Strict monotonicity, and all thresholds strictly better than the sample submission."""
+    t, lower = grading["thresholds"], bool(grading["is_lower_better"])
+    out = []
+    order = ["gold", "silver", "bronze", "median"]
+    for hi, lo in zip(order, order[1:]):
+        if not _better(t[hi], t[lo], lower):
+            out.append(Rejection(Reason.THRESHOLDS_NOT_MONOTONIC,
+                                 f"{hi}={t[hi]:.6g} is not better than {lo}={t[lo]:.6g}"))
+            break
+    sample = grading["sample_submission_score"]
+    worse = [k for k in order if not _better(t[k], sample, lower)]
+    if worse:
+        out.append(Rejection(Reason.THRESHOLDS_NOT_BETTER_THAN_SAMPLE,
+                             f"{worse} not better than the sample submission's {sample:.6g}"))
+    return out
+
+
+def check_references(grading: Mapping[str, Any], references: Sequence[Mapping[str, Any]],
+                     config: VerifyConfig = VerifyConfig()) -> list[Rejection]:
+    """The strong tier beats the trivial tier by a margin; the trivial tier wins no medal.
+
+    `references` are dicts with "tier" and "score" (None when the solution failed).
+    """
+    lower = bool(grading["is_lower_better"])
+    pick = min if lower else max
+
+    def best(tier: str) -> float | None:
+        scores = [r["score"] for r in references if r.get("tier") == tier and r.get("score") is not None]
+        return pick(scores) if scores else None
+
+    trivial, strong = best(config.trivial_tier), best(config.strong_tier)
+    if trivial is None or strong is None:
+        return [Rejection(Reason.LEADERBOARD_FAILED,
+                          f"no scored {config.trivial_tier if trivial is None else config.strong_tier} "
+                          f"reference solution")]
+    out = []
+    margin = config.margin_abs + config.margin_rel * abs(trivial)
+    gain = (trivial - strong) if lower else (strong - trivial)
+    if gain <= margin:
+        out.append(Rejection(Reason.STRONG_NOT_BETTER_THAN_TRIVIAL,
+                             f"strong {strong:.6g} vs trivial {trivial:.6g}: gain {gain:.4g} <= margin {margin:.4g}"))
+    bronze = grading["thresholds"]["bronze"]
+    if not _better(bronze, trivial, lower):
+        out.append(Rejection(Reason.TRIVIAL_WINS_MEDAL,
+                             f"trivial score {trivial:.6g} reaches bronze {bronze:.6g}"))
+    return out
+
+
+# --- leaks -------------------------------------------------------------------------------
+
+def _label_signals(values: pd.Series) -> list[tuple[str, np.ndarray]]:
+    """Numeric views of one target column to correlate with positions: the value itself if
+    numeric, else one indicator per class (high-cardinality strings are skipped)."""
+    values = values.reset_index(drop=True)
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.notna().all():
+        if numeric.nunique() > 1:
+            return [("value", numeric.to_numpy(dtype=float))]
+        return []
+    text = values.astype(str)
+    classes = text.unique()
+    if len(classes) < 2 or len(classes) > max(2, len(text) // 3):
+        return []
+    return [(f"=={c}", (text == c).to_numpy(dtype=float)) for c in sorted(classes)]
+
+
+def _association_z(position: np.ndarray, signal: np.ndarray) -> float:
+    """|Spearman rho| * sqrt(n - 1): ~N(0, 1) under no association."""
+    if len(position) < 8 or np.std(signal) == 0 or np.std(position) == 0:
+        return 0.0
+    rho = stats.spearmanr(position, signal).statistic
+    return 0.0 if not math.isfinite(rho) else abs(rho) * math.sqrt(len(position) - 1)
+
+
+def _runs_z(labels: pd.Series) -> float:
+    """z of the number of equal adjacent labels against chance (catches blocks of classes)."""
+    text = labels.astype(str).to_numpy()
+    n = len(text)
+    if n < 8:
+        return 0.0
+    p = pd.Series(text).value_counts(normalize=True).to_numpy()
+    expected_rate = float((p ** 2).sum())
+    if expected_rate >= 1.0:
+        return 0.0
+    same = float((text[1:] == text[:-1]).sum())
+    m = n - 1
+    sd = math.sqrt(m * expected_rate * (1 - expected_rate))
+    return (same - m * expected_rate) / sd
+
+
+def _targets(task: Task) -> tuple[pd.DataFrame, list[str]]:
+    """Answers aligned to test.csv's row order, and the target columns to check."""
+    g = task.grading
+    idc = g["id_column"]
+    test, answers = task.test(), task.answers()
+    if g["submission_kind"] == "long" or answers[idc].duplicated().any():
+        answers = answers.drop_duplicates(idc)
+    aligned = test[[idc]].merge(answers, on=idc, how="left")
+    return aligned, [c for c in g["target_columns"] if c in aligned.columns]
+
+
+def _numeric_key(values: Iterable[str]) -> np.ndarray | None:
+    """The last run of digits in each string, or None when some have none."""
+    out = []
+    for v in values:
+        digits = re.findall(r"\d+", str(v))
+        if not digits:
+            return None
+        out.append(float(digits[-1]))
+    return np.asarray(out)
+
+
+def _names_leak(names: Sequence[str], aligned: pd.DataFrame, targets: list[str], z: float,
+                what: str) -> str | None:
+    """Whether labels can be read from strings (ids or file names): digits ordered with the
+    labels, or the label's own text inside the name."""
+    keys = _numeric_key(names)
+    for col in targets:
+        if keys is not None:
+            for tag, signal in _label_signals(aligned[col]):
+                score = _association_z(keys, signal)
+                if score > z:
+                    return f"{what} digits track {col}{tag if tag != 'value' else ''} (z={score:.1f})"
+        labels = aligned[col].astype(str)
+        if labels.nunique() < 2 or labels.nunique() > len(labels) // 3:
+            continue
+        lowered = [str(n).lower() for n in names]
+        hits = sum(1 for n, lab in zip(lowered, labels) if len(lab) >= 2 and
+                   re.search(rf"(?<![a-z0-9]){re.escape(lab.lower())}(?![a-z0-9])", n))
+        # Every class present in names at its own row, beyond chance, is a leak.
+        if hits >= max(3, 0.5 * len(names)):
+            return f"{hits}/{len(names)} {what} contain their own {col} label"
+    return None
+
+
+def _media_columns(test: pd.DataFrame, media: set[str], idc: str) -> list[str]:
+    """test.csv columns whose values name public media files."""
+    cols = []
+    for col in test.columns:
+        if col == idc or pd.api.types.is_numeric_dtype(test[col]):
+            continue
+        sample = test[col].dropna().astype(str).head(20)
+        if len(sample) and sum(s.lstrip("./") in media for s in sample) >= 0.8 * len(sample):
+            cols.append(col)
+    return cols
+
+
+_PNG_META = {b"tEXt", b"zTXt", b"iTXt", b"tIME", b"eXIf"}
+
+
+def media_metadata(path: Path) -> str | None:
+    """Names a metadata chunk in a PNG or WAV file (text, timestamps), or None."""
+    data = path.read_bytes()
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        pos = 8
+        while pos + 8 <= len(data):
+            length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+            if kind in _PNG_META:
+                return f"PNG chunk {kind.decode()}"
+            pos += 12 + length
+    elif data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        pos = 12
+        while pos + 8 <= len(data):
+            kind, length = struct.unpack("<4sI", data[pos:pos + 8])
+            if kind in (b"LIST", b"INFO", b"bext", b"iXML", b"id3 ", b"ID3 "):
+                return f"WAV chunk {kind.decode(errors='replace').strip()}"
+            pos += 8 + length + (length & 1)
+    return None
+
+
+def check_leaks(task: Task, config: VerifyConfig = VerifyConfig()) -> list[Rejection]:
+    """Looks for answers recoverable from public/ (row order, ids, file names, metadata)."""
+    out: list[Rejection] = []
+    g = task.grading
+    idc = g["id_column"]
+    test = task.test()
+    aligned, targets = _targets(task)
+    if not targets:
+        return out
+    position = np.arange(len(aligned), dtype=float)
+
+    # Row order: position correlates with a label, or classes come in blocks.
+    for col in targets:
+        for tag, signal in _label_signals(aligned[col]):
+            score = _association_z(position, signal)
+            if score > config.leak_z:
+                out.append(Rejection(Reason.LEAK_ROW_ORDER,
+                                     f"test.csv row order tracks {col}{'' if tag == 'value' else tag} (z={score:.1f})"))
+                break
+        else:
+            if len(_label_signals(aligned[col])) > 1 and _runs_z(aligned[col]) > config.leak_z:
+                out.append(Rejection(Reason.LEAK_ROW_ORDER, f"test.csv rows come in blocks of {col}"))
+        if out:
+            break
+
+    leak = _names_leak(list(aligned[idc].astype(str)), aligned, targets, config.leak_z, "ids")
+    if leak:
+        out.append(Rejection(Reason.LEAK_IDS, leak))
+
+    media = set(task.media_files())
+    for col in _media_columns(test, media, idc):
+        names = [Path(str(v)).name for v in test[col].fillna("")]
+        leak = _names_leak(names, aligned, targets, config.leak_z, f"file names in {col}")
+        if leak:
+            out.append(Rejection(Reason.LEAK_FILE_NAMES, leak))
+            break
+
+    meta = _metadata_leak(task, test, aligned, targets, media)
+    if meta:
+        out.append(Rejection(Reason.LEAK_METADATA, meta))
+    return out
+
+
+def _metadata_leak(task: Task, test: pd.DataFrame, aligned: pd.DataFrame, targets: list[str],
+                   media: set[str]) -> str | None:
+    idc = task.grading["id_column"]
+    answers_bytes = (task.private_dir / "answers.csv").read_bytes()
+    for rel in sorted(media):
+        path = task.public_dir / rel
+        if "answer" in path.name.lower() or path.read_bytes() == answers_bytes:
+            return f"public/{rel} looks like the answers file"
+        found = media_metadata(path)
+        if found:
+            return f"public/{rel} carries metadata ({found})"
+    for col in test.columns:
+        if col == idc:
+            continue
+        feature = test[col].reset_index(drop=True)
+        for target in targets:
+            label = aligned[target].reset_index(drop=True)
+            if label.nunique() < 2:
+                continue
+            if feature.astype(str).equals(label.astype(str)):
+                return f"test.csv column {col!r} equals target {target!r}"
+            f_num, l_num = pd.to_numeric(feature, errors="coerce"), pd.to_numeric(label, errors="coerce")
+            if f_num.notna().all() and l_num.notna().all() and f_num.std() > 0 and l_num.std() > 0:
+                if abs(np.corrcoef(f_num, l_num)[0, 1]) > 0.9999:
+                    return f"test.csv column {col!r} is a linear copy of target {target!r}"
+    return None
+
+
+def check_determinism(first: Mapping[str, bytes], second: Mapping[str, bytes]) -> list[Rejection]:
+    """Two generations from the same seed (relpath -> bytes) must be identical."""
+    if set(first) != set(second):
+        diff = sorted(set(first) ^ set(second))[:3]
+        return [Rejection(Reason.NOT_DETERMINISTIC, f"file sets differ: {diff}")]
+    for rel in sorted(first):
+        if first[rel] != second[rel]:
+            return [Rejection(Reason.NOT_DETERMINISTIC, f"{rel} differs between two generations")]
+    return []
+
+
+def check_description(description: str, secrets: Iterable[str]) -> list[Rejection]:
+    """The description must not contain any of the hidden rule's secret strings."""
+    text = re.sub(r"\s+", " ", description.lower())
+    for secret in secrets:
+        s = re.sub(r"\s+", " ", str(secret).lower()).strip()
+        if len(s) >= 4 and s in text:
+            return [Rejection(Reason.DESCRIPTION_LEAKS_RULE, f"description contains {secret!r}")]
+    return []
+
+
+def verify_task(task: Task, references: Sequence[Mapping[str, Any]],
+                regenerated: Mapping[str, bytes] | None = None,
+                original: Mapping[str, bytes] | None = None,
+                secrets: Iterable[str] = (),
+                config: VerifyConfig = VerifyConfig()) -> list[Rejection]:
+    """Runs every check on a saved task; an empty list means the task is verified."""
+    out = check_thresholds(task.grading)
+    out += check_references(task.grading, references, config)
+    out += check_leaks(task, config)
+    if regenerated is not None and original is not None:
+        out += check_determinism(original, regenerated)
+    out += check_description(task.description, secrets)
+    return out
