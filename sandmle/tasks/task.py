@@ -118,13 +118,8 @@ def save_task(task_dir: str | os.PathLike, generated: Any, grading: Mapping[str,
     tmp = task_dir.with_name(task_dir.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
-    public, private = tmp / "public", tmp / "private"
-    _write(public / "description.md", description.encode("utf-8"))
-    _write(public / "train.csv", csv_bytes(generated.train))
-    _write(public / "test.csv", csv_bytes(generated.test))
-    _write(public / "sample_submission.csv", csv_bytes(generated.sample_submission))
-    for relpath in sorted(generated.media or {}):
-        _write(public / _safe_relpath(relpath), bytes(generated.media[relpath]))
+    private = tmp / "private"
+    write_public(tmp / "public", generated, description)
     _write(private / "answers.csv", csv_bytes(generated.answers))
     _write(private / "grading.json", dumps_json(grading).encode("utf-8"))
     _write(private / "dna.json", dumps_json(dna).encode("utf-8"))
@@ -135,6 +130,22 @@ def save_task(task_dir: str | os.PathLike, generated: Any, grading: Mapping[str,
         shutil.rmtree(task_dir)
     os.replace(tmp, task_dir)
     return load_task(task_dir)
+
+
+def write_public(public_dir: str | os.PathLike, generated: Any, description: str) -> Path:
+    """Writes what an agent may see (the tables, description and media) into `public_dir`.
+
+    The pipeline calls this alone to stage the data the reference leaderboard runs on, before
+    grading.json can exist; `save_task` calls it for the final task.
+    """
+    public = Path(public_dir)
+    _write(public / "description.md", description.encode("utf-8"))
+    _write(public / "train.csv", csv_bytes(generated.train))
+    _write(public / "test.csv", csv_bytes(generated.test))
+    _write(public / "sample_submission.csv", csv_bytes(generated.sample_submission))
+    for relpath in sorted(generated.media or {}):
+        _write(public / _safe_relpath(relpath), bytes(generated.media[relpath]))
+    return public
 
 
 @dataclasses.dataclass

@@ -1,0 +1,27 @@
+"""`sandmle-envgen`: generate verified synthetic tasks.
+
+    sandmle-envgen --config=configs/envgen.py --workdir=/tmp/envgen
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from sandmle.envgen.pipeline import run_envgen
+
+config_flags.DEFINE_config_file("config", None, "configs/envgen.py[:args]", lock_config=True)
+flags.DEFINE_string("workdir", None, "where tasks/, manifest.jsonl and split.json go")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    run_envgen(flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+def run():
+    """Console-script entry point."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,428 @@
+"""The paper's four roles, each procedural (the default, deterministic given a seed) or
+LLM-backed (anything the model returns is parsed, run and verified, errors fed back).
+
+  DataStrategist   seed DNA -> mutated DNA (new domain, adversarial mutations, hidden rule)
+  MLDeveloper      DNA -> data (train/test/answers/sample submission/media) + leaderboard
+  MLOpsEngineer    leaderboard -> grading.json (metric, direction, medal thresholds)
+  TechnicalWriter  DNA + data -> description.md (competition-page style, never the rule)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import ml_collections
+import pandas as pd
+
+from sandmle.envgen import llm
+from sandmle.envgen.verify import check_description
+from sandmle.tasks.task import TaskError, write_public, _read_csv
+
+# --- small helpers over the DNA (a dataclass with to_dict(), or a mapping) ---------------
+
+
+def dna_dict(dna: Any) -> dict:
+    """The DNA as a plain dict."""
+    if isinstance(dna, Mapping):
+        return dict(dna)
+    if hasattr(dna, "to_dict"):
+        return dna.to_dict()
+    return dataclasses.asdict(dna)
+
+
+def dna_field(dna: Any, name: str, default: Any = None) -> Any:
+    return dna_dict(dna).get(name, default)
+
+
+def rule_secrets(dna: Any) -> list[str]:
+    """Strings that would give the hidden rule away if a description contained them."""
+    rule = dna_field(dna, "hidden_rule") or dna_field(dna, "rule") or {}
+    out: list[str] = []
+
+    def walk(value: Any, key: str = "") -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(v, str(k))
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v, key)
+        elif isinstance(value, str) and key not in ("family", "kind", "name", "noise", "type"):
+            # Formulas and rule descriptions; bare family names ("linear") are too generic.
+            if len(value) >= 6:
+                out.append(value)
+    walk(rule)
+    return out
+
+
+# --- DataStrategist -----------------------------------------------------------------------
+
+class DataStrategist:
+    """Mutates a seed DNA into a new task (procedural: sandmle.envgen.strategist.mutate)."""
+
+    def propose(self, seed_dna: Any, rng_seed: int) -> Any:
+        from sandmle.envgen import strategist
+        return strategist.mutate(seed_dna, rng_seed)
+
+
+def _dna_from_dict(value: Mapping[str, Any]) -> Any:
+    from sandmle.envgen.dna import TaskDNA
+    if hasattr(TaskDNA, "from_dict"):
+        return TaskDNA.from_dict(dict(value))
+    return TaskDNA(**value)
+
+
+class LLMDataStrategist(DataStrategist):
+    """Asks the model for a mutated DNA as JSON; it must load as a TaskDNA of the same
+    modality within the 50-200 row budget."""
+
+    def __init__(self, client: llm.ChatClient, max_attempts: int = 3):
+        self.client, self.max_attempts = client, max_attempts
+
+    def propose(self, seed_dna: Any, rng_seed: int) -> Any:
+        seed = dna_dict(seed_dna)
+        messages = [
+            {"role": "system", "content": "You are the data strategist of a synthetic ML "
+             "competition factory. You reply with one JSON object only."},
+            {"role": "user", "content": "Mutate this task DNA into a new task: a new domain, one "
+             "or two adversarial mutations (noise, imbalance, shift, distractors), a training "
+             f"budget of 50-200 rows, a hidden rule. Random seed: {rng_seed}. Keep every field "
+             "and the modality.\n```json\n" + json.dumps(seed, sort_keys=True, indent=1) + "\n```"},
+        ]
+
+        def verify(value: dict) -> Any:
+            dna = _dna_from_dict(value)
+            if dna_field(dna, "modality") != seed.get("modality"):
+                raise ValueError(f"modality changed from {seed.get('modality')!r}")
+            return dna
+
+        dna, _ = llm.ask_verified(self.client, messages, llm.extract_json, verify,
+                                  self.max_attempts, what="DNA JSON")
+        return dna
+
+
+# --- MLDeveloper --------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class RefResult:
+    """One reference solution's run on a staged task."""
+
+    name: str
+    tier: str
+    status: str
+    score: float | None
+    wall_s: float
+    error: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def grading_spec(generated: Any, metric: str, metric_kwargs: Mapping[str, Any] | None = None) -> dict:
+    """What scoring needs: the generator's spec plus the metric."""
+    spec = dict(generated.grading_spec)
+    spec.setdefault("metric", metric)
+    spec.setdefault("metric_kwargs", dict(metric_kwargs or {}))
+    return spec
+
+
+def score_submission(submission: pd.DataFrame, answers: pd.DataFrame, spec: Mapping[str, Any]) -> float:
+    """Scores a submission with sandmle.tasks.grading (raises on an invalid one)."""
+    from sandmle.tasks import grading
+    return float(grading.score(submission, answers, dict(spec)))
+
+
+class MLDeveloper:
+    """Generates the data procedurally and runs the reference leaderboard in the farm."""
+
+    def __init__(self, farm: Any, config: ml_collections.ConfigDict):
+        self.farm, self.config = farm, config
+
+    def generate(self, dna: Any, seed: int, scale: str) -> Any:
+        from sandmle.envgen import synth
+        return synth.generate(dna, seed, scale)
+
+    def solutions(self, dna: Any) -> list:
+        from sandmle.envgen import solutions
+        sols = solutions.reference_solutions(dna)
+        limit = self.config.get("max_solutions", 0)
+        return list(sols)[:limit] if limit else list(sols)
+
+    def run_leaderboard(self, public_dir: Path, generated: Any, spec: Mapping[str, Any],
+                        solutions: Sequence[Any], scratch: Path) -> list[RefResult]:
+        """Runs every solution on `public_dir` in the farm and scores what it wrote."""
+        from sandmle.sandbox import Job
+        jobs, dirs = [], []
+        for i, sol in enumerate(solutions):
+            workdir = scratch / f"ref{i:02d}"
+            workdir.mkdir(parents=True, exist_ok=True)
+            dirs.append(workdir)
+            jobs.append(Job(workdir=str(workdir), code=sol.code, inputs={"input": str(public_dir)},
+                            timeout_s=self.config.solution_timeout_s))
+        results = self.farm.map(jobs)
+        out = []
+        for sol, workdir, res in zip(solutions, dirs, results):
+            score, error = None, ""
+            if res.status == "ok":
+                try:
+                    sub = _read_csv(workdir / "submission.csv", spec.get("id_column"))
+                    score = score_submission(sub, generated.answers, spec)
+                except FileNotFoundError:
+                    error = "no submission.csv"
+                except Exception as e:  # noqa: BLE001 - an invalid submission is a data point
+                    error = f"{type(e).__name__}: {e}"[:300]
+            else:
+                error = (res.stderr or "")[-300:]
+            out.append(RefResult(sol.name, sol.tier, res.status if not error or res.status != "ok"
+                                 else "invalid", score, round(float(res.wall_s), 3), error))
+        return out
+
+
+_GEN_PROMPT = """Write a Python script that generates a small synthetic ML task for this DNA.
+It runs with the current directory as its workdir and must write, under ./output/:
+train.csv, test.csv, answers.csv, sample_submission.csv (id column {idc!r}, targets {targets}),
+and any media files referenced by relative paths. Use numpy with seed {seed}; no network,
+no timestamps, deterministic bytes. Reply with one ```python block.
+```json
+{dna}
+```"""
+
+
+class LLMMLDeveloper(MLDeveloper):
+    """Asks the model for generator code, runs it in the farm, and loads its output; the
+    errors of failed runs (traceback, missing files, id mismatches) are fed back."""
+
+    def __init__(self, farm: Any, config: ml_collections.ConfigDict, client: llm.ChatClient,
+                 max_attempts: int = 3):
+        super().__init__(farm, config)
+        self.client, self.max_attempts = client, max_attempts
+        self.code: str | None = None
+
+    def generate(self, dna: Any, seed: int, scale: str) -> Any:
+        # The procedural generator gives the grading spec the LLM's data must follow.
+        reference = super().generate(dna, seed, scale)
+        spec = reference.grading_spec
+        if self.code is not None:  # regeneration: rerun the accepted code
+            return self._run_code(self.code, spec)
+        prompt = _GEN_PROMPT.format(idc=spec["id_column"], targets=spec["target_columns"], seed=seed,
+                                    dna=json.dumps(dna_dict(dna), sort_keys=True, indent=1))
+        messages = [{"role": "system", "content": "You write correct, deterministic Python."},
+                    {"role": "user", "content": prompt}]
+
+        def verify(code: str) -> Any:
+            data = self._run_code(code, spec)
+            self.code = code
+            return data
+
+        data, _ = llm.ask_verified(self.client, messages, llm.extract_code, verify,
+                                   self.max_attempts, what="generator code")
+        return data
+
+    def _run_code(self, code: str, spec: Mapping[str, Any]) -> Any:
+        from sandmle.sandbox import Job
+        with tempfile.TemporaryDirectory(prefix="llmgen-") as tmp:
+            workdir = Path(tmp)
+            (workdir / "output").mkdir()
+            res = self.farm.map([Job(workdir=str(workdir), code=code, inputs={},
+                                     timeout_s=self.config.solution_timeout_s)])[0]
+            if res.status != "ok":
+                raise RuntimeError(f"generator {res.status} (exit {res.exit_code}): "
+                                   f"{(res.stderr or '')[-1500:]}")
+            return load_generated(workdir / "output", spec)
+
+
+def load_generated(out_dir: Path, spec: Mapping[str, Any]) -> Any:
+    """Reads a generator's output folder into a GeneratedData-like namespace, checking ids."""
+    idc = spec["id_column"]
+    frames = {}
+    for name in ("train", "test", "answers", "sample_submission"):
+        path = out_dir / f"{name}.csv"
+        if not path.is_file():
+            raise TaskError(f"generator wrote no {name}.csv")
+        frames[name] = _read_csv(path, idc)
+    if set(frames["test"][idc]) != set(frames["answers"][idc]):
+        raise TaskError("test.csv and answers.csv ids differ")
+    missing = [c for c in spec["target_columns"] if c not in frames["answers"].columns]
+    if missing:
+        raise TaskError(f"answers.csv lacks target columns {missing}")
+    media = {}
+    for path in sorted(out_dir.rglob("*")):
+        rel = path.relative_to(out_dir).as_posix()
+        if path.is_file() and not rel.endswith(".csv"):
+            media[rel] = path.read_bytes()
+    from types import SimpleNamespace
+    return SimpleNamespace(media=media, grading_spec=dict(spec), **frames)
+
+
+# --- MLOpsEngineer ------------------------------------------------------------------------
+
+class MLOpsEngineer:
+    """Builds grading.json: metric, direction, thresholds from the leaderboard (MLE-bench
+    rules via sandmle.tasks.grading.medal_thresholds) and the sample submission's score."""
+
+    def build_grading(self, dna: Any, spec: Mapping[str, Any], references: Sequence[RefResult],
+                      sample_score: float) -> dict:
+        from sandmle.tasks import grading, metrics
+        metric = spec["metric"]
+        lower = bool(_metric_lower(metrics.get_metric(metric)))
+        scores = sorted((r.score for r in references if r.score is not None), reverse=not lower)
+        if len(scores) < 2:
+            raise ValueError(f"only {len(scores)} reference solution(s) scored")
+        thresholds = {k: float(v) for k, v in grading.medal_thresholds(scores, lower).items()}
+        return {
+            "metric": metric,
+            "metric_kwargs": dict(spec.get("metric_kwargs") or {}),
+            "is_lower_better": lower,
+            "id_column": spec["id_column"],
+            "target_columns": list(spec["target_columns"]),
+            "submission_kind": spec["submission_kind"],
+            "labels": None if spec.get("labels") is None else list(spec["labels"]),
+            "thresholds": {k: thresholds[k] for k in ("gold", "silver", "bronze", "median")},
+            "leaderboard": [float(s) for s in scores],
+            "reference_solutions": [{"name": r.name, "tier": r.tier, "score": r.score}
+                                    for r in references],
+            "sample_submission_score": float(sample_score),
+        }
+
+
+def _metric_lower(metric: Any) -> bool:
+    for attr in ("is_lower_better", "lower_is_better", "lower"):
+        if hasattr(metric, attr):
+            return bool(getattr(metric, attr))
+    if hasattr(metric, "direction"):
+        return str(metric.direction).lower() in ("min", "minimize", "lower", "down")
+    raise TypeError(f"cannot tell the direction of metric {metric!r}")
+
+
+# --- TechnicalWriter ----------------------------------------------------------------------
+
+_METRIC_TEXT = {
+    "accuracy": "the fraction of test rows whose predicted label is correct",
+    "balanced_accuracy": "the mean of per-class recall",
+    "roc_auc": "the area under the ROC curve of the predicted probabilities",
+    "mean_column_auc": "the mean over target columns of the ROC AUC",
+    "log_loss": "the logarithmic loss of the predicted probabilities",
+    "multiclass_log_loss": "the multi-class logarithmic loss of the predicted class probabilities",
+    "rmse": "the root mean squared error",
+    "rmsle": "the root mean squared logarithmic error",
+    "mae": "the mean absolute error",
+    "r2": "the coefficient of determination R²",
+    "qwk": "the quadratic weighted Cohen's kappa",
+    "quadratic_weighted_kappa": "the quadratic weighted Cohen's kappa",
+    "map_at_k": "the mean average precision at k of the ranked predictions",
+}
+
+
+def _column_kind(series: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(series):
+        return "boolean"
+    if pd.api.types.is_integer_dtype(series):
+        return "integer"
+    if pd.api.types.is_float_dtype(series):
+        return "number" + (" (has missing values)" if series.isna().any() else "")
+    nunique = series.nunique()
+    if nunique <= 20:
+        return f"category ({nunique} values)"
+    text = series.dropna().astype(str)
+    if len(text) and text.str.contains(r"\.(?:png|wav|txt|json|npy)$", regex=True).mean() > 0.9:
+        return "relative path of a file in public/"
+    return "text"
+
+
+class TechnicalWriter:
+    """Writes description.md from the DNA's domain and the data, never from the rule."""
+
+    def write(self, dna: Any, generated: Any, grading_like: Mapping[str, Any]) -> str:
+        d = dna_dict(dna)
+        title = d.get("title") or d.get("domain") or d.get("name") or "Synthetic prediction task"
+        domain = d.get("domain") or "a synthetic domain"
+        modality, task_type = d.get("modality", "tabular"), d.get("task_type", "prediction")
+        idc, targets = grading_like["id_column"], list(grading_like["target_columns"])
+        metric = grading_like["metric"]
+        lower = grading_like.get("is_lower_better")
+        train, test = generated.train, generated.test
+        lines = [f"# {str(title).strip()}", "", "## Overview", "",
+                 f"This competition comes from {domain}. It is a {modality} {task_type} task: "
+                 f"learn from {len(train)} labelled examples in `train.csv` and predict "
+                 f"{', '.join(f'`{t}`' for t in targets)} for the {len(test)} rows of `test.csv`.",
+                 "", "## Data files", "",
+                 f"- `train.csv`: {len(train)} rows with inputs and targets.",
+                 f"- `test.csv`: {len(test)} rows with inputs only.",
+                 f"- `sample_submission.csv`: a valid submission in the expected format."]
+        folders: dict[str, int] = {}
+        for rel in sorted(generated.media or {}):
+            top = rel.split("/")[0] if "/" in rel else rel
+            folders[top] = folders.get(top, 0) + 1
+        for top, count in folders.items():
+            lines.append(f"- `{top}/`: {count} file(s) referenced from the tables.")
+        lines += ["", "## Columns", "", "| column | kind | in |", "|---|---|---|"]
+        for col in train.columns:
+            where = "train, test" if col in test.columns else "train"
+            if col == idc:
+                kind = "row identifier"
+            elif col in targets:
+                kind = "target"
+            else:
+                kind = _column_kind(train[col])
+            lines.append(f"| `{col}` | {kind} | {where} |")
+        what = _METRIC_TEXT.get(metric, f"the `{metric}` metric")
+        direction = "lower is better" if lower else "higher is better" if lower is not None else ""
+        lines += ["", "## Evaluation", "",
+                  f"Submissions are scored with `{metric}`: {what}" + (f" ({direction})." if direction else "."),
+                  "", "## Submission format", "",
+                  f"Write `submission.csv` with the columns {', '.join(f'`{c}`' for c in generated.sample_submission.columns)} "
+                  f"and one row per id of `test.csv`, like this:", "", "```",
+                  generated.sample_submission.head(3).to_csv(index=False, lineterminator="\n").strip(),
+                  "```", ""]
+        return "\n".join(lines)
+
+
+REQUIRED_SECTIONS = ("overview", "data", "evaluation", "submission")
+
+
+class LLMTechnicalWriter(TechnicalWriter):
+    """Asks the model for description.md; rejects a text that leaks the rule or lacks a
+    section, feeding the reason back."""
+
+    def __init__(self, client: llm.ChatClient, max_attempts: int = 3):
+        self.client, self.max_attempts = client, max_attempts
+
+    def write(self, dna: Any, generated: Any, grading_like: Mapping[str, Any]) -> str:
+        safe = {k: v for k, v in dna_dict(dna).items() if k not in ("hidden_rule", "rule")}
+        draft = super().write(dna, generated, grading_like)
+        messages = [
+            {"role": "system", "content": "You write Kaggle-style competition pages in Markdown."},
+            {"role": "user", "content": "Rewrite this competition page in the style of a real "
+             "competition in its domain. Keep every file, column, the metric and the submission "
+             "format exactly; never describe how the labels were produced.\nDNA (no rule):\n"
+             + json.dumps(safe, sort_keys=True) + "\n\nDraft:\n" + draft},
+        ]
+        secrets = rule_secrets(dna)
+
+        def verify(text: str) -> str:
+            leak = check_description(text, secrets)
+            if leak:
+                raise ValueError(f"the text reveals the hidden rule ({leak[0].detail})")
+            low = text.lower()
+            missing = [s for s in REQUIRED_SECTIONS if s not in low]
+            if missing:
+                raise ValueError(f"missing sections: {missing}")
+            for col in grading_like["target_columns"]:
+                if col not in text:
+                    raise ValueError(f"the target column {col!r} is not named")
+            return text
+
+        text, _ = llm.ask_verified(self.client, messages, llm.extract_text, verify,
+                                   self.max_attempts, what="description")
+        return text
+
+
+def stage_public(dir_: Path, generated: Any, description: str) -> Path:
+    """Writes public/ into `dir_` (replacing it) for the leaderboard to run on."""
+    if dir_.exists():
+        shutil.rmtree(dir_)
+    return write_public(dir_, generated, description)
