@@ -82,9 +82,18 @@ class LLMDataStrategist(DataStrategist):
 
     def __init__(self, client: llm.ChatClient, max_attempts: int = 3):
         self.client, self.max_attempts = client, max_attempts
+        # A model is not reproducible from a seed: the regeneration check reuses the DNA it
+        # accepted for the same (seed DNA, random seed).
+        self._accepted: dict[str, Any] = {}
 
     def propose(self, seed_dna: Any, rng_seed: int) -> Any:
         seed = dna_dict(seed_dna)
+        key = json.dumps([seed, rng_seed], sort_keys=True, default=str)
+        if key not in self._accepted:
+            self._accepted[key] = self._ask(seed, rng_seed)
+        return self._accepted[key]
+
+    def _ask(self, seed: dict, rng_seed: int) -> Any:
         messages = [
             {"role": "system", "content": "You are the data strategist of a synthetic ML "
              "competition factory. You reply with one JSON object only."},
