@@ -368,28 +368,29 @@ def sample_submission(dna: TaskDNA, train_targets: pd.DataFrame, ids: list[str]
     """A constant prediction from the train prior, in the answers' format."""
     lay = target_layout(dna)
     n = len(ids)
-    out = pd.DataFrame({lay.id_column: ids})
+    cols: dict[str, list] = {lay.id_column: list(ids)}
     kind = lay.submission_kind
     if kind == "ranking":
         counts = train_targets["label"].value_counts()
         order = sorted(lay.labels, key=lambda c: (-counts.get(c, 0), c))
-        out["label"] = [" ".join(order[:dna.metric_kwargs["k"]])] * n
+        cols["label"] = [" ".join(order[:dna.metric_kwargs["k"]])] * n
     elif dna.label_structure == "multiclass" and kind == "probability":
         freq = train_targets["label"].value_counts(normalize=True)
         probs = np.array([freq.get(c, 0.0) for c in lay.labels]) + 1e-3
         probs = np.round(probs / probs.sum(), 6)
         probs[-1] = round(1.0 - probs[:-1].sum(), 6)
         for c, p in zip(lay.labels, probs):
-            out[c] = [float(p)] * n
+            cols[c] = [float(p)] * n
     elif kind == "probability":
         for c in lay.answer_columns:
-            out[c] = [round(float(train_targets[c].mean()), 6)] * n
+            cols[c] = [round(float(train_targets[c].mean()), 6)] * n
     elif kind == "label":
         for c in lay.answer_columns:
-            out[c] = [train_targets[c].mode().sort_values().iloc[0]] * n
+            cols[c] = [train_targets[c].mode().sort_values().iloc[0]] * n
     else:  # value
         for c in lay.answer_columns:
-            out[c] = [round(float(train_targets[c].mean()), 5)] * n
+            cols[c] = [round(float(train_targets[c].mean()), 5)] * n
+    out = pd.DataFrame(cols)
     return out
 
 
