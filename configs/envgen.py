@@ -46,7 +46,7 @@ def get_config(arg=None):
     config.developer.max_solutions = 0       # 0: every reference solution (>= 20)
 
     config.verify = ml_collections.ConfigDict(
-        {"margin_abs": 0.02, "margin_rel": 0.02, "leak_z": 4.0,
+        {"margin_abs": 0.02, "margin_rel": 0.02, "leak_z": 4.0, "leak_min_rho": 0.3,
          "trivial_tier": "trivial", "strong_tier": "strong"})
 
     config.farm = _farm_config()

@@ -113,8 +113,7 @@ def build_candidate(index: int, seed_id: str, seed_dna: Any, config: ml_collecti
         clock("generate", t0)
         spec = roles.grading_spec(generated, d.get("metric"), d.get("metric_kwargs"))
         row["metric"] = spec["metric"]
-        from sandmle.tasks import metrics
-        lower = roles._metric_lower(metrics.get_metric(spec["metric"]))
+        lower = roles.spec_lower(spec)
         stage = "writer"
         t0 = time.perf_counter()
         description = the_roles.writer.write(dna, generated, dict(spec, is_lower_better=lower))

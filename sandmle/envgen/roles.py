@@ -40,22 +40,21 @@ def dna_field(dna: Any, name: str, default: Any = None) -> Any:
 
 
 def rule_secrets(dna: Any) -> list[str]:
-    """Strings that would give the hidden rule away if a description contained them."""
-    rule = dna_field(dna, "hidden_rule") or dna_field(dna, "rule") or {}
-    out: list[str] = []
+    """Phrases that would give the hidden rule l = f(z) + eps away in a description.
 
-    def walk(value: Any, key: str = "") -> None:
-        if isinstance(value, Mapping):
-            for k, v in value.items():
-                walk(v, str(k))
-        elif isinstance(value, (list, tuple)):
-            for v in value:
-                walk(v, key)
-        elif isinstance(value, str) and key not in ("family", "kind", "name", "noise", "type"):
-            # Formulas and rule descriptions; bare family names ("linear") are too generic.
-            if len(value) >= 6:
-                out.append(value)
-    walk(rule)
+    The DNA holds the rule's family, latent width and noise level (its parameters are drawn
+    from the seed), so a leak is any mention of the rule, its latents, or its family as the
+    labelling function.
+    """
+    rule = dna_field(dna, "rule") or {}
+    family = str(rule.get("family", "")) if isinstance(rule, Mapping) else ""
+    out = ["hidden rule", "latent variable", "latents", "f(z)", "labels were generated",
+           "labels are generated", "generated from the rule"]
+    if family:
+        out += [f"{family} rule", f"{family} function of", f"{family} combination of",
+                f"rule family {family}", f"rule: {family}"]
+    if isinstance(rule, Mapping) and "noise" in rule:
+        out.append(f"noise {rule['noise']}")
     return out
 
 
@@ -275,9 +274,9 @@ class MLOpsEngineer:
 
     def build_grading(self, dna: Any, spec: Mapping[str, Any], references: Sequence[RefResult],
                       sample_score: float) -> dict:
-        from sandmle.tasks import grading, metrics
+        from sandmle.tasks import grading
         metric = spec["metric"]
-        lower = bool(_metric_lower(metrics.get_metric(metric)))
+        lower = spec_lower(spec)
         scores = sorted((r.score for r in references if r.score is not None), reverse=not lower)
         if len(scores) < 2:
             raise ValueError(f"only {len(scores)} reference solution(s) scored")
@@ -296,6 +295,23 @@ class MLOpsEngineer:
                                     for r in references],
             "sample_submission_score": float(sample_score),
         }
+
+
+def spec_lower(spec: Mapping[str, Any]) -> bool:
+    """The direction of the spec's metric: the generator's flag, checked against the registry."""
+    lower = spec.get("is_lower_better")
+    try:
+        from sandmle.tasks import metrics
+        registry = _metric_lower(metrics.get_metric(spec["metric"]))
+    except ImportError:
+        registry = None
+    if lower is None:
+        if registry is None:
+            raise ValueError(f"unknown direction of metric {spec['metric']!r}")
+        return registry
+    if registry is not None and registry != bool(lower):
+        raise ValueError(f"metric {spec['metric']!r}: the spec and the registry disagree on direction")
+    return bool(lower)
 
 
 def _metric_lower(metric: Any) -> bool:

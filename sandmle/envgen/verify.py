@@ -66,6 +66,9 @@ class VerifyConfig:
     margin_rel: float = 0.02
     # |z| above which an association between position/id/name and the label counts as a leak.
     leak_z: float = 4.0
+    # ... and only when the association is strong: a weak, real structure (a pixel's column
+    # says a little about its intensity) does not make the answers recoverable.
+    leak_min_rho: float = 0.3
     trivial_tier: str = "trivial"
     strong_tier: str = "strong"
 
@@ -142,16 +145,19 @@ def _label_signals(values: pd.Series) -> list[tuple[str, np.ndarray]]:
     return [(f"=={c}", (text == c).to_numpy(dtype=float)) for c in sorted(classes)]
 
 
-def _association_z(position: np.ndarray, signal: np.ndarray) -> float:
-    """|Spearman rho| * sqrt(n - 1): ~N(0, 1) under no association."""
+def _association_z(position: np.ndarray, signal: np.ndarray, min_rho: float = 0.0) -> float:
+    """|Spearman rho| * sqrt(n - 1) (~N(0, 1) under no association); 0 when |rho| < min_rho."""
     if len(position) < 8 or np.std(signal) == 0 or np.std(position) == 0:
         return 0.0
     rho = stats.spearmanr(position, signal).statistic
-    return 0.0 if not math.isfinite(rho) else abs(rho) * math.sqrt(len(position) - 1)
+    if not math.isfinite(rho) or abs(rho) < min_rho:
+        return 0.0
+    return abs(rho) * math.sqrt(len(position) - 1)
 
 
-def _runs_z(labels: pd.Series) -> float:
-    """z of the number of equal adjacent labels against chance (catches blocks of classes)."""
+def _runs_z(labels: pd.Series, min_effect: float = 0.0) -> float:
+    """z of the number of equal adjacent labels against chance (catches blocks of classes);
+    0 when the excess over chance is below `min_effect` of its possible range."""
     text = labels.astype(str).to_numpy()
     n = len(text)
     if n < 8:
@@ -162,6 +168,8 @@ def _runs_z(labels: pd.Series) -> float:
         return 0.0
     same = float((text[1:] == text[:-1]).sum())
     m = n - 1
+    if (same / m - expected_rate) / (1 - expected_rate) < min_effect:
+        return 0.0
     sd = math.sqrt(m * expected_rate * (1 - expected_rate))
     return (same - m * expected_rate) / sd
 
@@ -189,14 +197,14 @@ def _numeric_key(values: Iterable[str]) -> np.ndarray | None:
 
 
 def _names_leak(names: Sequence[str], aligned: pd.DataFrame, targets: list[str], z: float,
-                what: str) -> str | None:
+                what: str, min_rho: float = 0.0) -> str | None:
     """Whether labels can be read from strings (ids or file names): digits ordered with the
     labels, or the label's own text inside the name."""
     keys = _numeric_key(names)
     for col in targets:
         if keys is not None:
             for tag, signal in _label_signals(aligned[col]):
-                score = _association_z(keys, signal)
+                score = _association_z(keys, signal, min_rho)
                 if score > z:
                     return f"{what} digits track {col}{tag if tag != 'value' else ''} (z={score:.1f})"
         labels = aligned[col].astype(str)
@@ -260,25 +268,27 @@ def check_leaks(task: Task, config: VerifyConfig = VerifyConfig()) -> list[Rejec
     # Row order: position correlates with a label, or classes come in blocks.
     for col in targets:
         for tag, signal in _label_signals(aligned[col]):
-            score = _association_z(position, signal)
+            score = _association_z(position, signal, config.leak_min_rho)
             if score > config.leak_z:
                 out.append(Rejection(Reason.LEAK_ROW_ORDER,
                                      f"test.csv row order tracks {col}{'' if tag == 'value' else tag} (z={score:.1f})"))
                 break
         else:
-            if len(_label_signals(aligned[col])) > 1 and _runs_z(aligned[col]) > config.leak_z:
+            if len(_label_signals(aligned[col])) > 1 and _runs_z(aligned[col], config.leak_min_rho) > config.leak_z:
                 out.append(Rejection(Reason.LEAK_ROW_ORDER, f"test.csv rows come in blocks of {col}"))
         if out:
             break
 
-    leak = _names_leak(list(aligned[idc].astype(str)), aligned, targets, config.leak_z, "ids")
+    leak = _names_leak(list(aligned[idc].astype(str)), aligned, targets, config.leak_z, "ids",
+                       config.leak_min_rho)
     if leak:
         out.append(Rejection(Reason.LEAK_IDS, leak))
 
     media = set(task.media_files())
     for col in _media_columns(test, media, idc):
         names = [Path(str(v)).name for v in test[col].fillna("")]
-        leak = _names_leak(names, aligned, targets, config.leak_z, f"file names in {col}")
+        leak = _names_leak(names, aligned, targets, config.leak_z, f"file names in {col}",
+                           config.leak_min_rho)
         if leak:
             out.append(Rejection(Reason.LEAK_FILE_NAMES, leak))
             break
