@@ -28,7 +28,7 @@ def render(shape: Mapping[str, Any], pitfalls: Mapping[str, float], z: np.ndarra
     visible = np.ones(d)
     visible[hidden] = 0.0
     mix = prng.normal(0, 1, (d, max(k_feat, 1))) * visible[:, None]
-    mix[:, :min(d, k_feat)] += np.eye(d, min(d, k_feat)) * visible[:min(d, k_feat)][:, None] * 2
+    mix[:, :min(d, k_feat)] += np.eye(d, min(d, k_feat)) * visible[:, None] * 2
     feats = z @ mix / np.sqrt(d) + 0.8 * rng.normal(size=(n, max(k_feat, 1)))
     # Homophilous edges: each node picks partners among random candidates, nearer preferred.
     m_edges = max(1, int(round(n * degree / 2)))
