@@ -196,11 +196,25 @@ def _numeric_key(values: Iterable[str]) -> np.ndarray | None:
     return np.asarray(out)
 
 
+def _is_public_feature(keys: np.ndarray, features: pd.DataFrame | None) -> bool:
+    """Whether the digits just repeat a numeric test.csv column (e.g. a token index)."""
+    if features is None:
+        return False
+    for col in features.columns:
+        values = pd.to_numeric(features[col], errors="coerce")
+        if values.notna().all() and values.nunique() > 1 and np.std(keys) > 0:
+            if abs(stats.spearmanr(keys, values.to_numpy(dtype=float)).statistic) > 0.99:
+                return True
+    return False
+
+
 def _names_leak(names: Sequence[str], aligned: pd.DataFrame, targets: list[str], z: float,
-                what: str, min_rho: float = 0.0) -> str | None:
+                what: str, min_rho: float = 0.0, features: pd.DataFrame | None = None) -> str | None:
     """Whether labels can be read from strings (ids or file names): digits ordered with the
-    labels, or the label's own text inside the name."""
+    labels (unless they repeat a public feature), or the label's own text inside the name."""
     keys = _numeric_key(names)
+    if keys is not None and _is_public_feature(keys, features):
+        keys = None
     for col in targets:
         if keys is not None:
             for tag, signal in _label_signals(aligned[col]):
@@ -279,8 +293,9 @@ def check_leaks(task: Task, config: VerifyConfig = VerifyConfig()) -> list[Rejec
         if out:
             break
 
+    features = test.drop(columns=[idc]).reset_index(drop=True)
     leak = _names_leak(list(aligned[idc].astype(str)), aligned, targets, config.leak_z, "ids",
-                       config.leak_min_rho)
+                       config.leak_min_rho, features)
     if leak:
         out.append(Rejection(Reason.LEAK_IDS, leak))
 
