@@ -27,7 +27,7 @@ class AnswersError(ValueError):
 
 
 def _examples(values: Any) -> str:
-    vals = list(values)
+    vals = [v.item() if isinstance(v, np.generic) else v for v in values]
     shown = ", ".join(repr(v) for v in vals[:_EXAMPLES])
     return f"{shown}{', ...' if len(vals) > _EXAMPLES else ''}"
 
