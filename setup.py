@@ -36,6 +36,7 @@ EXTRAS = {
 
 CONSOLE_SCRIPTS = [
     "sandmle-sweep=sandmle.sweep:run",
+    "sandmle-grade=sandmle.tasks.cli:run",
 ]
 
 setup(

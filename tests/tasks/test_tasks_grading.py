@@ -289,3 +289,26 @@ def test_metric_failure_is_reported_not_raised(tmp_path):
 
 def test_grading_module_api():
     assert grading.medal_thresholds([3, 2, 1], False)["gold"] == 3.0
+
+
+def test_cli_prints_report_and_exit_codes(tmp_path, capsys):
+    from absl import flags
+    from sandmle.tasks import cli
+    task = write_task(tmp_path / "t", binary_spec(), binary_answers())
+    sub = write_sub(tmp_path / "s.csv", pd.DataFrame({"id": IDS, "target": Y * 0.8 + 0.1}))
+
+    def run(s):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["sandmle-grade", f"--task_dir={task}", f"--submission={s}"])
+        try:
+            return cli.main(["sandmle-grade"]), capsys.readouterr()
+        finally:
+            flags.FLAGS.unparse_flags()
+
+    rc, out = run(sub)
+    assert rc == 0 and json.loads(out.out)["score"] == 1.0 and json.loads(out.out)["gold_medal"]
+    rc, out = run(tmp_path / "missing.csv")
+    assert rc == 1 and "no submission file" in json.loads(out.out)["reason"]
+    (task / "private" / "grading.json").write_text("[]")
+    rc, out = run(sub)
+    assert rc == 2 and "expected a JSON object" in out.err
