@@ -90,10 +90,15 @@ def score(submission_df: pd.DataFrame, answers_df: pd.DataFrame, spec: Mapping[s
 
 
 def read_table(path: str | os.PathLike, spec: Mapping[str, Any]) -> pd.DataFrame:
-    """Reads a submission or answers CSV the way grading compares it: ids as strings, and
-    text targets verbatim (no "NA"/"null" turned into missing values)."""
-    text = spec["submission_kind"] in ("text", "ranking")
-    return pd.read_csv(path, dtype={spec["id_column"]: str}, keep_default_na=not text)
+    """Reads a submission or answers CSV the way grading compares it: ids as strings; text,
+    rankings and named labels as strings ("007" stays "007"), text verbatim (no "NA" or
+    "null" turned into missing values)."""
+    kind, labels = spec["submission_kind"], spec.get("labels")
+    as_text = kind in ("text", "ranking") or (
+        kind == "label" and labels is not None
+        and not all(isinstance(v, (int, float)) for v in labels))
+    dtype: Any = str if as_text else {spec["id_column"]: str}
+    return pd.read_csv(path, dtype=dtype, keep_default_na=kind not in ("text", "ranking"))
 
 
 def _load_answers(task_dir: Path, spec: Mapping[str, Any]) -> pd.DataFrame:

@@ -176,23 +176,24 @@ def _label_key(labels: list) -> Any:
     return lambda v: allowed_str.get(v if isinstance(v, str) else str(v))
 
 
-def _column_array(frame: pd.DataFrame, spec: Mapping[str, Any]) -> np.ndarray:
+def _column_array(frame: pd.DataFrame, spec: Mapping[str, Any], numeric: bool) -> np.ndarray:
     kind, labels = spec["submission_kind"], spec.get("labels")
     if kind in ("value", "probability"):
         arr = frame.apply(_as_numeric).to_numpy(dtype=float)
-    elif kind in ("text", "ranking"):
-        arr = frame.apply(_text).to_numpy(dtype=object)
-    elif labels is not None:
+    elif kind == "label" and labels is not None:
         arr = frame.apply(lambda s: s.map(_label_key(labels))).to_numpy()
         arr = arr.astype(float if _numeric_labels(labels) else object)
-    elif all(pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns):
-        arr = frame.to_numpy(dtype=float)
+    elif numeric:
+        arr = frame.apply(_as_numeric).to_numpy(dtype=float)
     else:
         arr = frame.apply(_text).to_numpy(dtype=object)
-    if arr.dtype == float and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)) \
-            and kind == "label":
+    if kind == "label" and arr.dtype == float and np.all(arr == np.round(arr)):
         arr = arr.astype(np.int64)  # integral labels compare and print as ints
     return arr[:, 0] if arr.shape[1] == 1 else arr
+
+
+def _all_numeric(frame: pd.DataFrame) -> bool:
+    return bool(frame.apply(lambda s: _as_numeric(s).notna().all()).all())
 
 
 def _check_truth(truth: pd.DataFrame, spec: Mapping[str, Any]) -> None:
@@ -216,11 +217,15 @@ def aligned_arrays(submission: pd.DataFrame, answers: pd.DataFrame, spec: Mappin
     idc, cols = spec["id_column"], list(spec["target_columns"])
     sub = submission.set_index(id_strings(submission, idc))
     order = id_strings(answers, idc)
-    y_pred = _column_array(sub.loc[order.to_numpy(), cols].reset_index(drop=True), spec)
+    pred = sub.loc[order.to_numpy(), cols].reset_index(drop=True)
     if all(c in answers.columns for c in cols):
         truth = answers[cols].reset_index(drop=True)
         _check_truth(truth, spec)
-        return _column_array(truth, spec), y_pred
+        # Free-form labels compare as numbers only when both sides are all numbers
+        # (1 == 1.0), otherwise as text on both sides, never number against string.
+        numeric = spec["submission_kind"] == "label" and _all_numeric(truth) \
+            and _all_numeric(pred)
+        return _column_array(truth, spec, numeric), _column_array(pred, spec, numeric)
     label_col = next(c for c in answers.columns if c != idc)
     names = [str(v) for v in spec["labels"]]
     truth = _text(answers[label_col])
@@ -228,4 +233,4 @@ def aligned_arrays(submission: pd.DataFrame, answers: pd.DataFrame, spec: Mappin
     if unknown:
         raise AnswersError(f"answers column {label_col!r} holds labels outside {names}: "
                            f"{_examples(unknown)}")
-    return np.eye(len(names))[truth.map(names.index).to_numpy()], y_pred
+    return np.eye(len(names))[truth.map(names.index).to_numpy()], _column_array(pred, spec, False)

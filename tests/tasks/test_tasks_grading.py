@@ -312,3 +312,20 @@ def test_cli_prints_report_and_exit_codes(tmp_path, capsys):
     (task / "private" / "grading.json").write_text("[]")
     rc, out = run(sub)
     assert rc == 2 and "expected a JSON object" in out.err
+
+
+def test_text_that_looks_numeric_stays_text(tmp_path):
+    spec = binary_spec(metric="sequence_accuracy", target_columns=["after"],
+                       submission_kind="text", labels=None)
+    task = write_task(tmp_path / "t", spec, pd.DataFrame({"id": ["1", "2"],
+                                                          "after": ["007", "x"]}))
+    (tmp_path / "s.csv").write_text("id,after\n1,007\n2,7\n")  # all-numeric column
+    assert grade(task, tmp_path / "s.csv").score == 0.5
+
+
+def test_free_form_labels_compare_as_numbers_or_as_text():
+    spec = binary_spec(metric="accuracy", submission_kind="label", labels=None)
+    ans = pd.DataFrame({"id": ["1", "2"], "target": [1, 2]})
+    assert score(pd.DataFrame({"id": ["1", "2"], "target": ["1.0", "3"]}), ans, spec) == 0.5
+    ans = pd.DataFrame({"id": ["1", "2"], "target": ["a", "2"]})
+    assert score(pd.DataFrame({"id": ["1", "2"], "target": [1, 2]}), ans, spec) == 0.5
