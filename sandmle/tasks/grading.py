@@ -22,12 +22,12 @@ from sandmle.tasks import metrics
 from sandmle.tasks.spec import GradingSpecError, check_spec, load_spec
 from sandmle.tasks.submission import (AnswersError, aligned_arrays, check_answers,
                                       submission_problem)
-from sandmle.tasks.thresholds import (leaderboard_position, medal_positions,  # noqa: F401
+from sandmle.tasks.thresholds import (leaderboard_position, medal_positions,
                                       medal_thresholds, medals, position_score)
 
 __all__ = ["AnswersError", "GradeReport", "GradingSpecError", "InvalidSubmissionError",
-           "grade", "medal_thresholds", "position_score", "read_table", "score",
-           "validate_submission"]
+           "grade", "leaderboard_position", "medal_positions", "medal_thresholds", "medals",
+           "position_score", "read_table", "score", "validate_submission"]
 
 
 class InvalidSubmissionError(ValueError):

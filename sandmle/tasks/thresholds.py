@@ -4,10 +4,10 @@ MLE-bench (mlebench/grade_helpers.py, `Grader.rank_score`) applies Kaggle's prog
 rules for the number of teams N on the best-first leaderboard; a threshold is the score at
 that 1-based position:
 
-    N in [1, 100):    gold max(1, int(0.1 N)),  silver max(1, int(0.2 N)),  bronze max(1, int(0.4 N))
-    N in [100, 250):  gold 10,                  silver max(1, int(0.2 N)),  bronze max(1, int(0.4 N))
-    N in [250, 1000): gold 10 + int(0.002 N),   silver 50,                  bronze 100
-    N >= 1000:        gold 10 + int(0.002 N),   silver max(1, int(0.05 N)), bronze max(1, int(0.1 N))
+    N in [1, 100):    gold max(1, int(.1 N)),  silver max(1, int(.2 N)),  bronze max(1, int(.4 N))
+    N in [100, 250):  gold 10,                 silver max(1, int(.2 N)),  bronze max(1, int(.4 N))
+    N in [250, 1000): gold 10 + int(.002 N),   silver 50,                 bronze 100
+    N >= 1000:        gold 10 + int(.002 N),   silver max(1, int(.05 N)), bronze max(1, int(.1 N))
 
 and the median threshold is the median of all leaderboard scores. A score wins a medal when it
 is at least as good as the threshold; it is above the median only when strictly better.
