@@ -37,6 +37,7 @@ EXTRAS = {
 CONSOLE_SCRIPTS = [
     "sandmle-sweep=sandmle.sweep:run",
     "sandmle-envgen=sandmle.envgen.cli:run",
+    "sandmle-grade=sandmle.tasks.cli:run",
 ]
 
 setup(
