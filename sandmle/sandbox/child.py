@@ -164,6 +164,13 @@ def child_main(mode: str, job: dict[str, Any], uid: int, threads: int,
         b = os.fork()
         if b == 0:
             _init_main(mode, job, uid, env, fds)
+        # The worker kills B's group, not A's: A only exits once B is reaped,
+        # i.e. once the kernel has killed everything in the pid namespace.
+        try:
+            os.setpgid(b, b)
+        except OSError:
+            pass
+        os.write(fds["init_w"], f"pid {b}\n".encode())
         for k in ("out_w", "err_w", "rep_w", "init_w"):
             os.close(fds[k])
         _, status = os.waitpid(b, 0)
@@ -202,6 +209,7 @@ def _init_main(mode: str, job: dict[str, Any], uid: int, env: dict[str, str],
                fds: dict[str, int]) -> None:
     """Process B: pid 1 of the job's pid namespace."""
     try:
+        os.setpgid(0, 0)
         isolation.become_init(mode, uid)
         isolation.apply_rlimits(job["limits"])
         # SIGTERM from the worker reaches B through the process group; pass it on

@@ -99,3 +99,12 @@ def remove_escaping_links(root: str, rels: list[str]) -> list[str]:
                 except OSError:
                     pass
     return removed
+
+
+def remove(root: str, rels: list[str]) -> None:
+    """Deletes the given files (relative to root), ignoring ones already gone."""
+    for rel in rels:
+        try:
+            os.unlink(os.path.join(root, rel))
+        except OSError:
+            pass

@@ -22,7 +22,7 @@ from sandmle.sandbox import capture, child, isolation, workdir
 from sandmle.sandbox.job import Result
 
 READ_CHUNK = 1 << 16
-QUOTA_CHECK_S = 1.0
+QUOTA_CHECK_S = 0.25  # how often a running job's workdir size is checked
 
 
 class _Supervisor:
@@ -46,15 +46,25 @@ class _Supervisor:
         self.term_at: float | None = None
         self.killed = False
 
+    def init_pid(self) -> int | None:
+        """Outer pid of B (pid 1 of the job's namespace), once A has reported it."""
+        for line in self.small_text(self.init_r).splitlines():
+            if line.startswith("pid "):
+                return int(line.split()[1])
+        return None
+
     def _kill(self, sig: int) -> None:
-        try:
-            os.killpg(self.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            os.kill(self.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+        b = self.init_pid()
+        targets = [b] if b is not None else [self.pid]
+        for t in targets:
+            try:
+                os.killpg(t, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                os.kill(t, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def stop(self, reason: str, detail: str, hard: bool) -> None:
         if self.reason is None:
@@ -87,7 +97,7 @@ class _Supervisor:
         elif len(self.small[fd]) < 4096:
             self.small[fd] += data
 
-    def watch(self, t0: float, quota_root: str | None, skip: set[str]) -> None:
+    def watch(self, t0: float, quota_root: str | None, skip: set[str], base_bytes: int) -> None:
         deadline = t0 + self.job["timeout_s"]
         pidfd = os.pidfd_open(self.pid)
         next_quota = t0 + QUOTA_CHECK_S
@@ -101,8 +111,9 @@ class _Supervisor:
                 quota = self.limits.get("workdir_bytes")
                 if quota_root and quota and now >= next_quota:
                     next_quota = now + QUOTA_CHECK_S
-                    if workdir.snapshot(quota_root, skip)[1] > quota:
-                        self.stop("output_limit", f"workdir grew past {quota} bytes", hard=True)
+                    if workdir.snapshot(quota_root, skip)[1] - base_bytes > quota:
+                        self.stop("output_limit", f"the job wrote more than {quota} bytes "
+                                  "into its workdir", hard=True)
                 waits = [next_quota - now]
                 if self.reason is None:
                     waits.append(deadline - now)
@@ -193,6 +204,8 @@ def _classify(sv: _Supervisor, raw: int | None, report: dict[str, Any],
         return "memory", code, f"MemoryError at the memory limit of {mem} bytes"
     if report.get("errno") == 27:  # EFBIG
         return "output_limit", code, f"file size limit of {sv.limits['fsize_bytes']} bytes"
+    if report.get("errno") in (28, 122):  # ENOSPC, EDQUOT: the private /tmp is full
+        return "output_limit", code, f"no space left (tmp quota {sv.limits['tmp_bytes']} bytes)"
     return "error", code, None
 
 
@@ -219,7 +232,7 @@ class Worker:
         skip = set(job["inputs"])
         try:
             workdir.prepare(job, self.mode, self.uid)
-            before, _ = workdir.snapshot(job["workdir"], skip)
+            before, base_bytes = workdir.snapshot(job["workdir"], skip)
         except OSError as e:
             return Result(job["job_id"], "error", error=f"bad workdir: {e}", worker=self.slot)
         pipes = {}
@@ -240,7 +253,7 @@ class Worker:
             if k in pipes:
                 os.close(pipes[k])
         sv = _Supervisor(pid, pipes, job, self.grace)
-        sv.watch(t0, job["workdir"], skip)
+        sv.watch(t0, job["workdir"], skip, base_bytes)
         _, wstatus, ru = os.wait4(pid, 0)
         # Whatever the job left in its process group or re-parented to us dies now
         # (in isolated modes the pid namespace already took them).
@@ -254,11 +267,12 @@ class Worker:
         wall = time.monotonic() - t0
         raw: int | None = wstatus
         if self.mode != "none":
-            init_text = sv.small_text(pipes["init_r"]).strip()
-            raw = int(init_text) if init_text.lstrip("-").isdigit() else None
+            lines = [x for x in sv.small_text(pipes["init_r"]).splitlines()
+                     if x.strip().lstrip("-").isdigit()]
+            raw = int(lines[-1]) if lines else None
             if raw is None and sv.reason is None and os.WIFEXITED(wstatus) and os.WEXITSTATUS(wstatus) == 125:
-                return self._finish(job, sv, "crashed", None,
-                                    "sandbox setup failed (see stderr)", wall, ru, before, skip)
+                return self._finish(job, sv, "crashed", None, "sandbox setup failed (see stderr)",
+                                    wall, ru, before, base_bytes, skip)
         report: dict[str, Any] = {}
         for line in sv.small_text(pipes["rep_r"]).splitlines():
             try:
@@ -267,9 +281,9 @@ class Worker:
                 pass
         peak = ru.ru_maxrss * 1024
         status, code, error = _classify(sv, raw, report, peak, 0)
-        return self._finish(job, sv, status, code, error, wall, ru, before, skip)
+        return self._finish(job, sv, status, code, error, wall, ru, before, base_bytes, skip)
 
-    def _finish(self, job, sv, status, code, error, wall, ru, before, skip) -> Result:
+    def _finish(self, job, sv, status, code, error, wall, ru, before, base_bytes, skip) -> Result:
         files: list[str] = []
         try:
             after, total = workdir.snapshot(job["workdir"], skip)
@@ -280,8 +294,15 @@ class Worker:
                 note = f"removed symlinks pointing outside the workdir: {bad}"
                 error = f"{error}; {note}" if error else note
             quota = job["limits"].get("workdir_bytes")
-            if quota and total > quota and status == "ok":
-                status, error = "output_limit", f"workdir holds {total} bytes, over {quota}"
+            if quota and total - base_bytes > quota:
+                # Keeping them would leave the disk full for every later turn.
+                new = [f for f in files if f not in before]
+                workdir.remove(job["workdir"], new)
+                files = [f for f in files if f not in new]
+                note = (f"the job added {total - base_bytes} bytes to its workdir (quota "
+                        f"{quota}); the {len(new)} files it created were removed")
+                status = "output_limit"
+                error = f"{error}; {note}" if error else note
         except OSError as e:
             error = f"{error}; cannot list workdir: {e}" if error else f"cannot list workdir: {e}"
         return Result(job_id=job["job_id"], status=status, exit_code=code,
