@@ -51,8 +51,10 @@ def _task(tmp_path, name="t", order="random", ids="random", names="plain", png_m
     gen = types.SimpleNamespace(train=train, test=test, answers=answers, sample_submission=sample,
                                 media={f: _png(png_meta) for f in files})
     g, s, b, m = thresholds
-    grading = {"metric": "accuracy", "metric_kwargs": {}, "is_lower_better": lower, "id_column": "id",
-               "target_columns": ["label"], "submission_kind": "label", "labels": ["cat", "dog"],
+    # log loss for the lower-is-better cases: the grader checks metric and direction agree.
+    grading = {"metric": "log_loss" if lower else "accuracy", "metric_kwargs": {},
+               "is_lower_better": lower, "id_column": "id", "target_columns": ["label"],
+               "submission_kind": "probability" if lower else "label", "labels": ["cat", "dog"],
                "thresholds": {"gold": g, "silver": s, "bronze": b, "median": m},
                "leaderboard": [g, s, b, m], "sample_submission_score": sample_score}
     return save_task(tmp_path / name, gen, grading, {"modality": "image"}, PROV, "# Task\n")

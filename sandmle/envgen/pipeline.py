@@ -126,7 +126,8 @@ def build_candidate(index: int, seed_id: str, seed_dna: Any, config: ml_collecti
         clock("leaderboard", t0)
         row["references"] = [r.to_dict() for r in refs]
         stage = "grading"
-        sample_score = roles.score_submission(generated.sample_submission, generated.answers, spec)
+        sample_score = roles.score_file(public / "sample_submission.csv",
+                                        roles.staged_answers(generated, spec, scratch / "private"), spec)
         scored = [r for r in refs if r.score is not None]
         if len(scored) < config.min_scored_solutions:
             return reject([Rejection(Reason.LEADERBOARD_FAILED,

@@ -144,6 +144,24 @@ def score_submission(submission: pd.DataFrame, answers: pd.DataFrame, spec: Mapp
     return float(grading.score(submission, answers, dict(spec)))
 
 
+def score_file(path: Path, answers: pd.DataFrame, spec: Mapping[str, Any]) -> float:
+    """Reads a submission CSV exactly as `grade` does, then scores it."""
+    from sandmle.tasks import grading
+    if not path.is_file():
+        raise FileNotFoundError(f"no {path.name}")
+    return score_submission(grading.read_table(path, spec), answers, spec)
+
+
+def staged_answers(generated: Any, spec: Mapping[str, Any], scratch: Path) -> pd.DataFrame:
+    """The answers as grading reads them from private/answers.csv (same dtypes as `grade`)."""
+    from sandmle.tasks import grading
+    from sandmle.tasks.task import csv_bytes
+    scratch.mkdir(parents=True, exist_ok=True)
+    path = scratch / "answers.csv"
+    path.write_bytes(csv_bytes(generated.answers))
+    return grading.read_table(path, spec)
+
+
 class MLDeveloper:
     """Generates the data procedurally and runs the reference leaderboard in the farm."""
 
@@ -172,15 +190,13 @@ class MLDeveloper:
             jobs.append(Job(workdir=str(workdir), code=sol.code, inputs={"input": str(public_dir)},
                             timeout_s=self.config.solution_timeout_s))
         results = self.farm.map(jobs)
+        answers = staged_answers(generated, spec, scratch / "private")
         out = []
         for sol, workdir, res in zip(solutions, dirs, results):
             score, error = None, ""
             if res.status == "ok":
                 try:
-                    sub = _read_csv(workdir / "submission.csv", spec.get("id_column"))
-                    score = score_submission(sub, generated.answers, spec)
-                except FileNotFoundError:
-                    error = "no submission.csv"
+                    score = score_file(workdir / "submission.csv", answers, spec)
                 except Exception as e:  # noqa: BLE001 - an invalid submission is a data point
                     error = f"{type(e).__name__}: {e}"[:300]
             else:

@@ -249,6 +249,11 @@ def load_task(task_dir: str | os.PathLike) -> Task:
                 raise TaskError(f"{root}: missing {sub}/{name}")
     grading = _read_json(root / "private" / "grading.json")
     validate_grading(grading, f"{root}/private/grading.json")
+    from sandmle.tasks.spec import GradingSpecError, check_spec
+    try:  # the grader's own checks: known metric, direction, kwargs, thresholds
+        check_spec(grading, full=True, where=f"{root}/private/grading.json")
+    except GradingSpecError as e:
+        raise TaskError(str(e)) from None
     provenance = _read_json(root / "private" / "provenance.json")
     for name in PROVENANCE_FIELDS:
         if name not in provenance:
