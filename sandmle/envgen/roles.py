@@ -190,6 +190,14 @@ class MLDeveloper:
             jobs.append(Job(workdir=str(workdir), code=sol.code, inputs={"input": str(public_dir)},
                             timeout_s=self.config.solution_timeout_s))
         results = self.farm.map(jobs)
+        # A 'crashed' result is the farm's failure, not the solution's: run it again.
+        for _ in range(int(self.config.get("crash_retries", 1))):
+            again = [i for i, r in enumerate(results) if r.status == "crashed"]
+            if not again:
+                break
+            for i, res in zip(again, self.farm.map([dataclasses.replace(jobs[i], job_id=f"{jobs[i].job_id}r")
+                                                   for i in again])):
+                results[i] = res
         answers = staged_answers(generated, spec, scratch / "private")
         out = []
         for sol, workdir, res in zip(solutions, dirs, results):
@@ -200,7 +208,7 @@ class MLDeveloper:
                 except Exception as e:  # noqa: BLE001 - an invalid submission is a data point
                     error = f"{type(e).__name__}: {e}"[:300]
             else:
-                error = (res.stderr or "")[-300:]
+                error = (f"{res.error}: " if getattr(res, "error", None) else "") + (res.stderr or "")[-300:]
             out.append(RefResult(sol.name, sol.tier, res.status if not error or res.status != "ok"
                                  else "invalid", score, round(float(res.wall_s), 3), error))
         return out
