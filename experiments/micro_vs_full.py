@@ -7,13 +7,15 @@ scale, their ratio (the paper reports 13.7x) and the Spearman correlation betwee
 solutions' scores at the two scales. Both scales run side by side in the same process, so the
 ratio survives a loaded machine better than either time alone.
 
-    python experiments/micro_vs_full.py --dnas=6 --max_solutions=8
+    python experiments/micro_vs_full.py --dnas=7 --max_solutions=8
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 from absl import app, flags
@@ -24,7 +26,9 @@ from sandmle.envgen.pipeline import _load_seeds, make_farm
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("dnas", 6, "number of DNAs (one per modality first, then more)")
-flags.DEFINE_integer("max_solutions", 0, "reference solutions per task (0: all)")
+flags.DEFINE_integer("max_solutions", 8, "non-heavy reference solutions per task, spread over "
+                     "the tiers (0: every non-heavy one)")
+flags.DEFINE_string("scratch", "", "folder for the staged tasks (default: the system temp dir)")
 flags.DEFINE_float("timeout_s", 600.0, "per-solution timeout at full scale")
 flags.DEFINE_integer("seed", 0, "random seed of the generated data")
 flags.DEFINE_string("config", "configs/envgen.py", "envgen config file (farm settings)")
@@ -49,13 +53,28 @@ def pick_dnas(n: int, modalities: list[str]) -> list[tuple[str, object]]:
     return picked
 
 
-def run_scale(developer, dna, seed: int, scale: str, scratch: Path):
+def pick_solutions(dna, k: int) -> list:
+    """Up to k non-heavy solutions spread evenly over the leaderboard (trivial to strong).
+
+    Heavy ones (kernel SVMs, MLPs, classic boosting) are left out because their cost grows
+    much faster than the rows at full scale; the same list runs at both scales.
+    """
+    from sandmle.envgen import solutions
+    sols = [s for s in solutions.reference_solutions(dna) if not s.heavy]
+    if not k or k >= len(sols):
+        return sols
+    step = (len(sols) - 1) / (k - 1) if k > 1 else 0
+    return [sols[round(i * step)] for i in range(k)]
+
+
+def run_scale(developer, dna, sols, seed: int, scale: str, scratch: Path):
+    t0 = time.perf_counter()
     generated = developer.generate(dna, seed, scale)
+    gen_s = time.perf_counter() - t0
     spec = roles.grading_spec(generated, roles.dna_field(dna, "metric"), roles.dna_field(dna, "metric_kwargs"))
     public = roles.stage_public(scratch / scale / "public", generated, "# task\n")
-    sols = developer.solutions(dna)
     refs = developer.run_leaderboard(public, generated, spec, sols, scratch / scale / "runs")
-    return len(generated.train), refs
+    return len(generated.train), refs, gen_s
 
 
 def main(argv):
@@ -63,23 +82,24 @@ def main(argv):
     import configs.envgen as envgen_config
     config = envgen_config.get_config()
     config.developer.solution_timeout_s = FLAGS.timeout_s
-    config.developer.max_solutions = FLAGS.max_solutions
     modalities = [m for m in FLAGS.modalities.split(",") if m]
     farm = make_farm(config)
     rows = []
     try:
         developer = roles.MLDeveloper(farm, config.developer)
         for seed_id, dna in pick_dnas(FLAGS.dnas, modalities):
-            with tempfile.TemporaryDirectory(prefix="mvf-") as tmp:
-                n_micro, micro = run_scale(developer, dna, FLAGS.seed, "micro", Path(tmp))
-                n_full, full = run_scale(developer, dna, FLAGS.seed, "full", Path(tmp))
+            sols = pick_solutions(dna, FLAGS.max_solutions)
+            with tempfile.TemporaryDirectory(prefix="mvf-", dir=FLAGS.scratch or None) as tmp:
+                os.chmod(tmp, 0o755)  # the farm's job uids must reach the staged inputs
+                n_micro, micro, _ = run_scale(developer, dna, sols, FLAGS.seed, "micro", Path(tmp))
+                n_full, full, _ = run_scale(developer, dna, sols, FLAGS.seed, "full", Path(tmp))
             ok = [(m, f) for m, f in zip(micro, full) if m.score is not None and f.score is not None]
             t_micro = statistics.median(r.wall_s for r in micro)
             t_full = statistics.median(r.wall_s for r in full)
             rho = stats.spearmanr([m.score for m, _ in ok], [f.score for _, f in ok]).statistic if len(ok) >= 3 else float("nan")
             rows.append((seed_id, roles.dna_field(dna, "modality"), n_micro, n_full, t_micro, t_full,
                          t_full / max(t_micro, 1e-9), rho, len(ok), len(micro)))
-            print(f"{seed_id}: done", flush=True)
+            print(f"{seed_id}: micro {t_micro:.2f} s, full {t_full:.2f} s, rho {rho:.3f}", flush=True)
     finally:
         farm.close()
     head = f"{'seed DNA':40s} {'modality':10s} {'rows micro':>10s} {'rows full':>9s} " \
