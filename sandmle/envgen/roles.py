@@ -70,9 +70,7 @@ class DataStrategist:
 
 def _dna_from_dict(value: Mapping[str, Any]) -> Any:
     from sandmle.envgen.dna import TaskDNA
-    if hasattr(TaskDNA, "from_dict"):
-        return TaskDNA.from_dict(dict(value))
-    return TaskDNA(**value)
+    return TaskDNA.from_dict(dict(value)).validate()
 
 
 class LLMDataStrategist(DataStrategist):
