@@ -20,8 +20,9 @@ import ml_collections
 import pandas as pd
 
 from sandmle.envgen import llm
-from sandmle.envgen.verify import check_description
-from sandmle.tasks.task import TaskError, write_public, _read_csv
+# The TechnicalWriter lives in writer.py; re-exported so all four roles import from here.
+from sandmle.envgen.writer import LLMTechnicalWriter, TechnicalWriter  # noqa: F401
+from sandmle.tasks.task import TaskError, read_csv, write_public
 
 # --- small helpers over the DNA (a dataclass with to_dict(), or a mapping) ---------------
 
@@ -273,7 +274,7 @@ def load_generated(out_dir: Path, spec: Mapping[str, Any]) -> Any:
         path = out_dir / f"{name}.csv"
         if not path.is_file():
             raise TaskError(f"generator wrote no {name}.csv")
-        frames[name] = _read_csv(path, idc)
+        frames[name] = read_csv(path, idc)
     if set(frames["test"][idc]) != set(frames["answers"][idc]):
         raise TaskError("test.csv and answers.csv ids differ")
     missing = [c for c in spec["target_columns"] if c not in frames["answers"].columns]
@@ -343,11 +344,6 @@ def _metric_lower(metric: Any) -> bool:
     if hasattr(metric, "direction"):
         return str(metric.direction).lower() in ("min", "minimize", "lower", "down")
     raise TypeError(f"cannot tell the direction of metric {metric!r}")
-
-
-# --- TechnicalWriter (in writer.py, re-exported here with the other roles) ----------------
-
-from sandmle.envgen.writer import LLMTechnicalWriter, TechnicalWriter  # noqa: E402,F401
 
 
 def stage_public(dir_: Path, generated: Any, description: str) -> Path:

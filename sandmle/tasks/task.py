@@ -171,7 +171,7 @@ class Task:
         return self.root / "private"
 
     def _csv(self, path: Path) -> pd.DataFrame:
-        return _read_csv(path, self.grading["id_column"])
+        return read_csv(path, self.grading["id_column"])
 
     def train(self) -> pd.DataFrame:
         return self._csv(self.public_dir / "train.csv")
@@ -195,8 +195,8 @@ class Task:
         return out
 
 
-def _read_csv(path: Path, id_column: str | None = None) -> pd.DataFrame:
-    # Ids stay strings so "007" and "7" are never confused.
+def read_csv(path: Path, id_column: str | None = None) -> pd.DataFrame:
+    """Reads a task CSV with ids as strings ("007" stays "007"); TaskError if unreadable."""
     dtype = {id_column: str} if id_column else None
     try:
         df = pd.read_csv(path, dtype=dtype, keep_default_na=True)
