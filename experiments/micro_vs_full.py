@@ -100,6 +100,12 @@ def main(argv):
             rows.append((seed_id, roles.dna_field(dna, "modality"), n_micro, n_full, t_micro, t_full,
                          t_full / max(t_micro, 1e-9), rho, len(ok), len(micro)))
             print(f"{seed_id}: micro {t_micro:.2f} s, full {t_full:.2f} s, rho {rho:.3f}", flush=True)
+            for scale, refs in (("micro", micro), ("full", full)):
+                for r in refs:
+                    if r.score is None:  # say why a solution is missing from the correlation
+                        print(f"  unscored at {scale}: {r.name} ({r.status}, {r.wall_s:.1f} s): "
+                              f"{r.error.strip().splitlines()[-1][:160] if r.error.strip() else ''}",
+                              flush=True)
     finally:
         farm.close()
     head = f"{'seed DNA':40s} {'modality':10s} {'rows micro':>10s} {'rows full':>9s} " \
