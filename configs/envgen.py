@@ -45,6 +45,7 @@ def get_config(arg=None):
     config.developer.solution_timeout_s = 60.0
     config.developer.max_solutions = 0       # 0: every reference solution (>= 20)
     config.developer.crash_retries = 1       # reruns of jobs the farm reports as crashed
+    config.developer.limits = None           # per-job Limits fields; None: the farm defaults
 
     config.verify = ml_collections.ConfigDict(
         {"margin_abs": 0.02, "margin_rel": 0.02, "leak_z": 4.0, "leak_min_rho": 0.3,

@@ -12,6 +12,7 @@ ratio survives a loaded machine better than either time alone.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import tempfile
@@ -30,6 +31,7 @@ flags.DEFINE_integer("max_solutions", 8, "non-heavy reference solutions per task
                      "the tiers (0: every non-heavy one)")
 flags.DEFINE_string("scratch", "", "folder for the staged tasks (default: the system temp dir)")
 flags.DEFINE_float("timeout_s", 600.0, "per-solution timeout at full scale")
+flags.DEFINE_integer("memory_gb", 6, "per-job memory limit (GiB) at both scales")
 flags.DEFINE_integer("seed", 0, "random seed of the generated data")
 flags.DEFINE_string("config", "configs/envgen.py", "envgen config file (farm settings)")
 flags.DEFINE_string("modalities", "", "comma list restricting the modalities")
@@ -82,6 +84,11 @@ def main(argv):
     import configs.envgen as envgen_config
     config = envgen_config.get_config()
     config.developer.solution_timeout_s = FLAGS.timeout_s
+    # Full scale needs more than the farm's per-job defaults (60 s CPU, 2 GiB), or the strong
+    # solutions drop out of the correlation; the same limits apply at both scales.
+    from sandmle.sandbox import Limits
+    config.developer.limits = dataclasses.asdict(Limits(cpu_s=FLAGS.timeout_s,
+                                                        memory_bytes=FLAGS.memory_gb << 30))
     modalities = [m for m in FLAGS.modalities.split(",") if m]
     farm = make_farm(config)
     rows = []

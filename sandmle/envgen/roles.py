@@ -186,8 +186,10 @@ class MLDeveloper:
             workdir = scratch / f"ref{i:02d}"
             workdir.mkdir(parents=True, exist_ok=True)
             dirs.append(workdir)
+            limits = self.config.get("limits")  # None: the farm's defaults
             jobs.append(Job(workdir=str(workdir), code=sol.code, inputs={"input": str(public_dir)},
-                            timeout_s=self.config.solution_timeout_s))
+                            timeout_s=self.config.solution_timeout_s,
+                            limits=limits.to_dict() if hasattr(limits, "to_dict") else limits))
         results = self.farm.map(jobs)
         # A 'crashed' result is the farm's failure, not the solution's: run it again.
         for _ in range(int(self.config.get("crash_retries", 1))):
