@@ -54,6 +54,9 @@ warning exception traceback memory timeout limit limits cpu gpu device devices h
 shard sharding mesh axis axes parallel distributed checkpoint checkpoints restore resume
 """.split()
 
+_SYLLABLES = ("ka ri to ne sa mu lo pe di va zu chi ten mor bel gra sto fin ux ia qu ly "
+              "an er on is at ex pro con tri dex").split()
+
 _PROSE = """
 An agent that engineers machine-learning solutions reads the task description, inspects the
 training data, writes a script, runs it in the sandbox, and reads the output before it decides
@@ -109,15 +112,16 @@ id,feature_0,feature_1,category,target
 """
 
 
-def corpus(num_sentences: int = 4000, seed: int = 0) -> Iterator[str]:
+def corpus(num_sentences: int = 12000, seed: int = 0) -> Iterator[str]:
     """The built-in training corpus: fixed passages plus seeded random sentences and rows."""
     yield from (_PROSE, _CODE, _SHELL)
     # The tools preamble, with the added tokens cut out (they are never BPE-merged).
+    tool = {"type": "function", "function": {
+        "name": "execute_python", "description": "Run Python code.",
+        "parameters": {"type": "object", "properties": {"code": {"type": "string"}},
+                       "required": ["code"]}}}
     preamble = cf.system_text([{"role": "system", "content": "You are a helpful assistant."}],
-                         tools=[{"type": "function", "function": {
-                             "name": "execute_python", "description": "Run Python code.",
-                             "parameters": {"type": "object", "properties": {
-                                 "code": {"type": "string"}}, "required": ["code"]}}}])
+                              tools=[tool])
     for content, _ in cf.QWEN3_ADDED_TOKENS:
         preamble = preamble.replace(content, " ")
     yield preamble
@@ -126,7 +130,7 @@ def corpus(num_sentences: int = 4000, seed: int = 0) -> Iterator[str]:
         words = rng.choices(_WORDS, k=rng.randint(5, 16))
         if rng.random() < 0.3:
             words[0] = words[0].capitalize()
-        kind = i % 5
+        kind = i % 6
         if kind == 0:
             yield " ".join(words) + rng.choice([".", "?", "!", ":", ","]) + "\n"
         elif kind == 1:
@@ -140,8 +144,13 @@ def corpus(num_sentences: int = 4000, seed: int = 0) -> Iterator[str]:
             yield json.dumps(call) + "\n"
         elif kind == 3:
             yield ",".join(f"{rng.gauss(0, 10):.{rng.randint(0, 4)}f}" for _ in range(6)) + "\n"
-        else:
+        elif kind == 4:
             yield "# " + " ".join(w.upper() if rng.random() < 0.1 else w for w in words) + "\n"
+        else:
+            # Made-up identifiers (column names, dataset ids): enough distinct words for the
+            # trainer to reach vocabularies of several thousand.
+            names = ["".join(rng.choices(_SYLLABLES, k=rng.randint(2, 4))) for _ in range(8)]
+            yield " ".join(names) + "\n"
 
 
 def build_test_tokenizer(path: str | os.PathLike, vocab_size: int = 4096, seed: int = 0) -> str:

@@ -153,7 +153,7 @@ def test_special_tokens_match_qwen3_layout(tok, tok_dir):
     assert type(tok.hf).__name__ == "Qwen2Tokenizer"
     assert tok.hf.eos_token == "<|im_end|>" and tok.hf.pad_token == "<|endoftext|>"
     assert tok.hf.bos_token is None
-    assert 2000 < tok.vocab_size <= 4096
+    assert tok.vocab_size == len(tok.hf) == 4096
     assert tok.hf.chat_template == cf.chat_template()
     text = "def f(x):\n    return x ** 2  # naïve ✓ 你好\n\n"
     assert tok.decode(tok.encode(text)) == text
@@ -313,3 +313,15 @@ def test_render_does_not_mutate_messages(tok):
     conv = copy.deepcopy(CONVERSATIONS["agent_tools"])
     tok.render(conv["messages"], tools=conv["tools"])
     assert conv == CONVERSATIONS["agent_tools"]
+
+
+def test_console_entry_builds_loadable_tokenizer(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "cli-tok"
+    proc = subprocess.run([sys.executable, "-m", "sandmle.models.tiny_tokenizer", f"--out={out}",
+                           "--vocab_size=512"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "512 ids" in proc.stdout
+    assert ChatTokenizer.from_pretrained(out).vocab_size == 512
