@@ -60,7 +60,10 @@ class ChatTokenizer:
 
     def __init__(self, tokenizer: Any):
         self.hf = tokenizer
-        self._backend = tokenizer.backend_tokenizer
+        self._backend = getattr(tokenizer, "backend_tokenizer", None)
+        if self._backend is None:
+            raise ValueError(f"{type(tokenizer).__name__} is not a fast (tokenizers-backed) "
+                             "tokenizer; offsets for the assistant mask need one")
         missing = [t for t in cf.REQUIRED_TOKENS if self._backend.token_to_id(t) is None]
         if missing:
             raise ValueError(f"tokenizer lacks the Qwen3 chat tokens {missing}; it cannot render "
