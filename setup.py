@@ -35,6 +35,7 @@ EXTRAS = {
 }
 
 CONSOLE_SCRIPTS = [
+    "sandmle=sandmle.main:run",
     "sandmle-sweep=sandmle.sweep:run",
 ]
 
