@@ -37,6 +37,7 @@ EXTRAS = {
 CONSOLE_SCRIPTS = [
     "sandmle=sandmle.main:run",
     "sandmle-sweep=sandmle.sweep:run",
+    "sandmle-inspect=sandmle.inspector:run",
 ]
 
 setup(

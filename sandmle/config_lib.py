@@ -144,17 +144,19 @@ def parse_flags(argv: list[str]) -> list[str]:
 class _QuietLibraries:
     """Drops INFO records of chatty libraries (Orbax logs every file it renames)."""
 
-    def __init__(self, prefixes: Sequence[str]) -> None:
+    def __init__(self, prefixes: Sequence[str], min_level: int) -> None:
         self.markers = tuple(f"{os.sep}{p}{os.sep}" for p in prefixes)
+        self.min_level = min_level
 
     def filter(self, record: Any) -> bool:
-        return record.levelno >= 30 or not any(m in record.pathname for m in self.markers)
+        return (record.levelno >= self.min_level
+                or not any(m in record.pathname for m in self.markers))
 
 
-def quiet_library_logs(prefixes: Sequence[str] = ("orbax",)) -> None:
-    """Keeps only warnings and errors from `prefixes` packages in the absl log."""
+def quiet_library_logs(prefixes: Sequence[str] = ("orbax",), min_level: int = 30) -> None:
+    """Keeps only records at `min_level` or above (default: warnings) from `prefixes`."""
     import logging as std_logging
-    std_logging.getLogger("absl").addFilter(_QuietLibraries(prefixes))
+    std_logging.getLogger("absl").addFilter(_QuietLibraries(prefixes, min_level))
 
 
 # -- the resolved config on disk --------------------------------------------
