@@ -49,6 +49,9 @@ class CheckpointError(RuntimeError):
 def default_config() -> ml_collections.ConfigDict:
     """Checkpoint knobs (`config.checkpoint`)."""
     return ml_collections.ConfigDict({
+        # "" = <workdir>/checkpoints; multi-host runs need storage every host sees
+        # (e.g. gs://bucket/run/checkpoints; Orbax writes gs:// natively).
+        "directory": "",
         "every_steps": 100,     # save every N steps (and always at the end)
         "max_to_keep": 3,       # keep the last N steps ...
         "keep_every": 0,        # ... plus every step divisible by K (0: none)
@@ -140,7 +143,9 @@ class CheckpointManager:
     def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = 3,
                  keep_every: int | None = None, async_save: bool = True,
                  read_only: bool = False) -> None:
-        self.directory = os.path.abspath(os.fspath(directory))
+        directory = os.fspath(directory)
+        # Object-store URLs (gs://, s3://) go to Orbax untouched.
+        self.directory = directory if "://" in directory else os.path.abspath(directory)
         self.read_only = read_only
         policies: list[Any] = [ocp.checkpoint_managers.LatestN(max_to_keep)]
         if keep_every:
@@ -151,15 +156,20 @@ class CheckpointManager:
             read_only=read_only,
             create=not read_only,
         )
-        if read_only and not os.path.isdir(self.directory):
+        if read_only and "://" not in self.directory and not os.path.isdir(self.directory):
             raise FileNotFoundError(f"no checkpoint directory at {self.directory}")
         self._manager = ocp.CheckpointManager(self.directory, options=options,
                                               item_names=ITEMS)
 
     @classmethod
-    def from_config(cls, directory: str | os.PathLike,
+    def from_config(cls, workdir: str | os.PathLike,
                     config: ml_collections.ConfigDict) -> "CheckpointManager":
-        """Builds a manager from a `checkpoint` config block (see `default_config`)."""
+        """A manager for a run from its `checkpoint` config block (`default_config`).
+
+        Checkpoints go to `config.directory`, or `<workdir>/checkpoints` when empty.
+        """
+        directory = config.get("directory", "") or os.path.join(os.fspath(workdir),
+                                                                 "checkpoints")
         return cls(directory, max_to_keep=config.get("max_to_keep", 3),
                    keep_every=config.get("keep_every", 0) or None,
                    async_save=config.get("async_save", True))
@@ -267,7 +277,7 @@ class CheckpointManager:
                         metadata={k: v for k, v in metadata.items() if k != _INTERNAL})
 
     def _quarantine(self, step: int) -> str | None:
-        if self.read_only or jax.process_index() != 0:
+        if self.read_only or jax.process_index() != 0 or "://" in self.directory:
             return None
         src = self.step_dir(step)
         dst = f"{src}.corrupt-{int(time.time())}"

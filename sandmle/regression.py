@@ -11,9 +11,6 @@ shows the loop every later job follows.
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -134,8 +131,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                              out_shardings=(state_sh, None), donate_argnums=0)
         eval_loss = jax.jit(loss_fn, in_shardings=(param_sh, batch_sh, batch_sh))
 
-        ckpt = checkpoint.CheckpointManager.from_config(
-            os.path.join(workdir, "checkpoints"), config.checkpoint)
+        ckpt = checkpoint.CheckpointManager.from_config(workdir, config.checkpoint)
         restored = ckpt.restore(target=state)
         loop_state = None
         if restored is not None:

@@ -186,9 +186,12 @@ def test_retention_last_n_and_every_k(tmp_path):
 def test_empty_directory_returns_none_and_config(tmp_path):
     assert checkpoint.CheckpointManager(tmp_path / "ck").restore() is None
     cfg = checkpoint.default_config()
-    mgr = checkpoint.CheckpointManager.from_config(tmp_path / "ck2", cfg)
+    mgr = checkpoint.CheckpointManager.from_config(tmp_path / "run", cfg)
+    assert mgr.directory == str(tmp_path / "run" / "checkpoints")
     mgr.save(1, {"x": jnp.zeros(2)}, config=ml_collections.ConfigDict({"a": (1, 2)}))
     mgr.wait()
     assert mgr.read_json(1, "metadata")["config"] == {"a": [1, 2]}
+    cfg.directory = str(tmp_path / "elsewhere")
+    assert checkpoint.CheckpointManager.from_config(tmp_path, cfg).directory == cfg.directory
     with pytest.raises(FileNotFoundError, match="no checkpoint directory"):
         checkpoint.CheckpointManager(tmp_path / "missing", read_only=True)
