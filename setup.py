@@ -36,9 +36,11 @@ EXTRAS = {
 }
 
 CONSOLE_SCRIPTS = [
+    "sandmle=sandmle.main:run",
     "sandmle-sweep=sandmle.sweep:run",
     "sandmle-test-tokenizer=sandmle.models.tiny_tokenizer:run",
     "sandmle-grade=sandmle.tasks.cli:run",
+    "sandmle-inspect=sandmle.inspector:run",
 ]
 
 setup(
