@@ -76,3 +76,17 @@ def test_progress_shows_rate_and_eta():
     text = out.getvalue()
     bar.close()
     assert "5/10" in text and "step/s" in text and "<" in text
+
+
+def test_only_process_zero_writes_by_default(tmp_path, monkeypatch):
+    import jax
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    w = metrics.MetricWriter(tmp_path / "p1")
+    assert not w.enabled and metrics.progress(5).disable
+    w.write_scalars(1, {"loss": 1.0})
+    w.close()
+    assert not (tmp_path / "p1").exists()
+    monkeypatch.setattr(jax, "process_index", lambda: 0)
+    with metrics.MetricWriter(tmp_path / "p0", console=False) as w:
+        w.write_scalars(1, {"loss": 1.0})
+    assert metrics.read_jsonl(tmp_path / "p0")[0]["loss"] == 1.0
