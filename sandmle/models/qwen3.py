@@ -270,10 +270,14 @@ def param_partition_specs(model: nnx.Module, mesh: Mesh,
     """{'path/to/param': PartitionSpec} as the annotations resolve on `mesh`."""
     state = nnx.state(model)
     shardings = param_shardings(state, mesh, rules)
-    out = {}
-    for path, s in jax.tree_util.tree_leaves_with_path(shardings):
-        out["/".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)] = s.spec
-    return out
+    leaves, _ = jax.tree_util.tree_flatten_with_path(shardings, is_leaf=_is_var)
+    return {path_str(path): var.get_value().spec for path, var in leaves}
+
+
+def path_str(path: Sequence[Any]) -> str:
+    """'model/layers/0/self_attn/q_proj' for a jax tree path into an NNX state."""
+    return "/".join(str(getattr(p, "key", getattr(p, "idx", getattr(p, "name", p))))
+                    for p in path)
 
 
 def create_sharded(cfg: Qwen3Config, mesh: Mesh,
