@@ -36,6 +36,7 @@ EXTRAS = {
 
 CONSOLE_SCRIPTS = [
     "sandmle-sweep=sandmle.sweep:run",
+    "sandmle-params=sandmle.models.params:run",
 ]
 
 setup(
