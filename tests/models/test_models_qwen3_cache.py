@@ -14,11 +14,12 @@ TOL = 1e-5
 
 
 @nnx.jit
-def _fwd(m, tokens, positions, mask=None, cache=None, cache_index=None):
+def _fwd(m, tokens, positions, mask=None, cache=None, cache_index=None, logits_index=None):
     # Jitted: eager dispatch of every op is far slower on 2 shared cores.
     if cache is None:
-        return m(tokens, positions, mask)
-    return m(tokens, positions, mask, cache=cache, cache_index=cache_index)
+        return m(tokens, positions, mask, logits_index=logits_index)
+    return m(tokens, positions, mask, cache=cache, cache_index=cache_index,
+             logits_index=logits_index)
 
 
 @pytest.fixture(scope="module", params=["tiny", "tiny-moe"])
@@ -50,6 +51,12 @@ def test_ragged_prefill_then_decode_matches_full_forward(model):
     logits, cache, _ = step(model, prompt, positions, mask, cache=cache,
                                 cache_index=jnp.zeros((b,), jnp.int32))
     got = {i: [np.asarray(logits[i, lengths[i] - 1])] for i in range(b)}
+    # Logits at chosen indices only (what a sampler needs after a prefill).
+    last, _, _ = _fwd(model, prompt, positions, mask, cache=model.init_cache(b, 16),
+                      cache_index=jnp.zeros((b,), jnp.int32),
+                      logits_index=jnp.asarray((lengths - 1)[:, None], jnp.int32))
+    assert last.shape == (b, 1, vocab)
+    np.testing.assert_allclose(last[:, 0], logits[np.arange(b), lengths - 1], atol=TOL, rtol=0)
     for s in range(steps):
         # Row i's next token is seqs[i, lengths[i] + s], written at its own slot.
         idx = lengths + s
