@@ -166,9 +166,10 @@ def _place(host: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
 _IGNORED = (r".*\.rotary_emb\.inv_freq",)
 
 
-def _ignored(name: str, cfg: Qwen3Config) -> bool:
-    # Tied checkpoints sometimes also store lm_head.weight (a copy of the embedding).
-    if cfg.tie_word_embeddings and name == "lm_head.weight":
+def _ignored(name: str, has_lm_head: bool) -> bool:
+    # Tied checkpoints sometimes also store lm_head.weight (a copy of the embedding), and
+    # a critic has no LM head at all.
+    if name == "lm_head.weight" and not has_lm_head:
         return True
     return any(re.fullmatch(p, name) for p in _IGNORED)
 
@@ -218,7 +219,8 @@ def load_state(model_or_abstract: nnx.Module, path: str | os.PathLike,
         else:
             sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         new_leaves.append(var.replace(_place(host, sharding)))
-    unused = sorted(n for n in set(reader.keys()) - used if not _ignored(n, cfg))
+    has_lm_head = hasattr(model_or_abstract, "lm_head")
+    unused = sorted(n for n in set(reader.keys()) - used if not _ignored(n, has_lm_head))
     if unused:
         raise ValueError(f"{path}: {len(unused)} checkpoint tensors have no place in the "
                          f"model (config mismatch?): {unused[:5]}")

@@ -186,3 +186,23 @@ def test_legacy_config_and_extra_tensors(tmp_path):
     c = qwen3.Qwen3Config.from_hf(legacy_yarn)
     assert c.rope_type == "yarn" and dict(c.rope_scaling)["factor"] == 4.0
     assert c.rope_theta == theta
+
+
+def test_critic_loads_trunk_from_checkpoint(saved):
+    import jax
+    from flax import nnx
+    kind, hf_model, path = saved
+    if kind == "moe":
+        pytest.skip("one shape suffices")
+    policy = hf.from_pretrained(path)
+    critic = hf.from_pretrained(path, model_cls=qwen3.Qwen3Critic)
+    for a, b in zip(jax.tree.leaves(nnx.state(policy.model)), jax.tree.leaves(nnx.state(critic.model))):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    tokens, positions, mask = padded_batch(policy.config.vocab_size)
+    values, _ = critic(tokens, positions, mask)
+    np.testing.assert_array_equal(np.asarray(values), 0.0)
+    _, aux = policy(tokens, positions, mask, return_hidden=True)
+    critic.value_head.kernel[...] = np.linspace(-1, 1, policy.config.hidden_size, dtype=np.float32)
+    values, _ = critic(tokens, positions, mask)
+    np.testing.assert_allclose(np.asarray(values), np.asarray(critic.value_head(aux["hidden"])),
+                               atol=1e-5)
