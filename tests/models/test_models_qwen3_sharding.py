@@ -34,7 +34,6 @@ def test_sharded_equals_unsharded_on_8_fake_devices(tmp_path):
 
 def _main(out_path: str, workdir: str) -> None:
     import jax
-    import jax.numpy as jnp
     import numpy as np
     from flax import nnx
     from jax.sharding import NamedSharding
