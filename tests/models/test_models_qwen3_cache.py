@@ -185,3 +185,31 @@ def test_bad_inputs_raise_clear_errors(model):
         qwen3.get_preset("tiny", num_key_value_heads=3)
     with pytest.raises(ValueError, match="unknown Qwen3 preset"):
         qwen3.get_preset("qwen9-1t")
+
+
+def test_chunked_token_logprobs_match_full_logits_and_grads():
+    cfg = qwen3.get_preset("tiny")
+    model = qwen3.Qwen3(cfg, rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(6)
+    tokens = jnp.asarray(rng.integers(0, cfg.vocab_size, (2, 7)), jnp.int32)
+    targets = jnp.asarray(rng.integers(0, cfg.vocab_size, (2, 7)), jnp.int32)
+    pos = jnp.broadcast_to(jnp.arange(7), (2, 7))
+    mask = jnp.asarray([[True] * 7, [True] * 5 + [False] * 2])
+
+    def full(m):
+        logits, _ = m(tokens, pos, mask)
+        logp = jax.nn.log_softmax(logits / 0.7, -1)
+        ent = -jnp.sum(jnp.exp(logp) * logp, -1)
+        return jnp.take_along_axis(logp, targets[..., None], -1)[..., 0], ent
+
+    def chunked(m):
+        lp, ent, _ = m.token_logprobs(tokens, pos, mask, targets, chunk_size=3, temperature=0.7)
+        return lp, ent
+
+    (a, ea), (b, eb) = nnx.jit(full)(model), nnx.jit(chunked)(model)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(ea, eb, atol=1e-5)
+    ga = nnx.jit(nnx.grad(lambda m: jnp.sum(full(m)[0] * mask)))(model)
+    gb = nnx.jit(nnx.grad(lambda m: jnp.sum(chunked(m)[0] * mask)))(model)
+    for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+        np.testing.assert_allclose(x, y, atol=1e-6)
