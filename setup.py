@@ -41,6 +41,7 @@ CONSOLE_SCRIPTS = [
     "sandmle-test-tokenizer=sandmle.models.tiny_tokenizer:run",
     "sandmle-grade=sandmle.tasks.cli:run",
     "sandmle-inspect=sandmle.inspector:run",
+    "sandmle-params=sandmle.models.params:run",
 ]
 
 setup(
