@@ -201,3 +201,12 @@ def needs_critic(name: str) -> bool:
     """Whether estimator `name` needs value predictions from a critic."""
     ADVANTAGES.get(name)
     return name == "gae"
+
+
+def from_config(config: Any, rewards: jax.Array, mask: jax.Array,
+                values: jax.Array | None = None) -> Advantages:
+    """Runs the estimator and options named by an `rl` config section."""
+    return compute_advantages(
+        config.advantage, rewards, mask, group_size=config.group_size, values=values,
+        std_normalize=config.std_normalize, gamma=config.gamma, lam=config.lam,
+        whiten=config.whiten_advantages)
