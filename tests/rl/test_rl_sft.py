@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-import rl_tiny_lm
+import rl_models
 from sandmle import parallel
 from sandmle.rl import config as rl_config
 from sandmle.rl import sft
@@ -29,7 +29,7 @@ def _run(demos, mask_all: bool, steps: int = 60):
     cfg.optim.lr = 3e-3
     cfg.batch_size = len(demos)
     mesh = parallel.make_mesh((1, 1, 1, 1), jax.devices()[:1])
-    trainer = sft.SFTTrainer(rl_tiny_lm.make(seed=3), cfg, mesh)
+    trainer = sft.SFTTrainer(rl_models.make(seed=3), cfg, mesh)
     state = trainer.init_state()
     batch = sft.pad_batch([d["tokens"] for d in demos],
                           [[1] * T if mask_all else d["loss_mask"] for d in demos], T)
@@ -63,7 +63,7 @@ def test_seed_sft_runs_the_configured_steps():
     cfg = rl_config.sft_config()
     cfg.steps, cfg.batch_size = 5, 4
     mesh = parallel.make_mesh((1, 1, 1, 1), jax.devices()[:1])
-    _, state, hist = sft.seed_sft(rl_tiny_lm.make(), _demos(6), cfg, seq_len=T, mesh=mesh)
+    _, state, hist = sft.seed_sft(rl_models.make(), _demos(6), cfg, seq_len=T, mesh=mesh)
     assert int(state.step) == 5 and len(hist) == 5
     assert hist[0]["lr/policy"] == pytest.approx(1e-5)
     assert all(h["num_policy_tokens"] == 24 for h in hist)
@@ -74,7 +74,7 @@ def test_bad_demos_fail_clearly():
         sft.pad_batch([[1, 2, 3]], [[0, 1]], 8)
     with pytest.raises(ValueError, match="no demonstrations"):
         next(sft.demo_batches([], 2, 8))
-    trainer = sft.SFTTrainer(rl_tiny_lm.make(), rl_config.sft_config(),
+    trainer = sft.SFTTrainer(rl_models.make(), rl_config.sft_config(),
                              parallel.make_mesh((1, 1, 1, 1), jax.devices()[:1]))
     with pytest.raises(ValueError, match="lacks \\['loss_mask'\\]"):
         b = sft.pad_batch([[1, 2, 3]], [[0, 1, 1]], 8)
