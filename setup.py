@@ -36,6 +36,7 @@ EXTRAS = {
 
 CONSOLE_SCRIPTS = [
     "sandmle-sweep=sandmle.sweep:run",
+    "sandmle-memplan=sandmle.rl.memory_plan:run",
 ]
 
 setup(

@@ -141,13 +141,14 @@ class StepBuilder:
       denoms_fn: full batch -> dict of global normalisers, passed to every micro-batch.
       finalize_fn: (sums, denoms) -> metrics dict (host-visible scalars).
       tx: the optax transformation; schedules: name -> lr schedule (for metrics).
-      mesh, rules: where the state lives; names: logical names of params.
+      mesh, rules: where the state lives (mesh None: planning only, see state_specs);
+        names: logical names of params.
       micro_batch_size: rows per micro-batch (0: whole batch).
     """
 
     def __init__(self, *, loss_fn: LossFn, denoms_fn: Callable[[Batch], dict],
                  finalize_fn: Callable[[dict, dict], dict], tx: optax.GradientTransformation,
-                 schedules: Mapping[str, optax.Schedule], mesh: Mesh, rules: Any,
+                 schedules: Mapping[str, optax.Schedule], mesh: Mesh | None, rules: Any,
                  names: Any, micro_batch_size: int = 0):
         self.loss_fn, self.denoms_fn, self.finalize_fn = loss_fn, denoms_fn, finalize_fn
         self.tx, self.schedules = tx, dict(schedules)
