@@ -59,12 +59,16 @@ def get_topology(name: str) -> Topology:
     return TOPOLOGIES[name]
 
 
-def default_mesh_shape(cfg: Any, devices: int) -> tuple[int, int, int, int]:
-    """FSDP over every device; MoE models put up to 8 devices on the expert axis."""
-    if getattr(cfg, "num_experts", 0):
-        expert = math.gcd(devices, min(8, cfg.num_experts))
-        return (1, devices // expert, 1, expert)
-    return (1, devices, 1, 1)
+def candidate_mesh_shapes(cfg: Any, devices: int) -> list[tuple[int, int, int, int]]:
+    """FSDP over all devices, mixed with tensor parallelism (2, 4, 8) and, for MoE
+    models, expert parallelism (2, 4, 8); the plan keeps the one that needs least memory."""
+    out = []
+    for tensor in (1, 2, 4, 8):
+        experts = (1, 2, 4, 8) if getattr(cfg, "num_experts", 0) else (1,)
+        for expert in experts:
+            if devices % (tensor * expert) == 0:
+                out.append((1, devices // (tensor * expert), tensor, expert))
+    return out
 
 
 def _shard_factor(spec: PartitionSpec, mesh_shape: Mapping[str, int]) -> int:
@@ -103,14 +107,19 @@ def state_bytes(cfg: Any, mesh_shape: Mapping[str, int], rules: Any = parallel.D
     return _state_bytes(cfg, mesh_shape, rules, optim)
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=256)
 def _state_bytes_cached(cfg: Any, mesh_items: tuple, rules: tuple) -> tuple:
     return tuple(_state_bytes(cfg, dict(mesh_items), rules, None).items())
 
 
+@functools.lru_cache(maxsize=8)
+def _abstract_parts(cfg: Any) -> Any:
+    return split_module(abstract_policy(cfg))
+
+
 def _state_bytes(cfg: Any, mesh_shape: Mapping[str, int], rules: Any, optim: Any
                  ) -> dict[str, int]:
-    parts = split_module(abstract_policy(cfg))
+    parts = _abstract_parts(cfg)
     tx, schedules = make_multi_optimizer({"policy": optim or optimizer_config(1e-6)})
     builder = StepBuilder(loss_fn=None, denoms_fn=None, finalize_fn=None, tx=tx,
                           schedules=schedules, mesh=None, rules=rules,
@@ -198,8 +207,14 @@ def make_plan(preset: str, topology: str, *, seq_len: int = 32768, tasks: int = 
     from sandmle.models import qwen3
     topo = get_topology(topology)
     cfg = qwen3.get_preset(preset)
-    shape = tuple(mesh_shape) if mesh_shape else default_mesh_shape(cfg, topo.devices)
-    shape = parallel.resolve_mesh_shape(shape, topo.devices)
+    if not mesh_shape:
+        plans = [make_plan(preset, topology, seq_len=seq_len, tasks=tasks, group=group,
+                           mesh_shape=shape, micro_batch_size=micro_batch_size,
+                           compute_dtype=compute_dtype, remat=remat, attention=attention,
+                           rules=rules)
+                 for shape in candidate_mesh_shapes(cfg, topo.devices)]
+        return min(plans, key=lambda p: p.total)
+    shape = parallel.resolve_mesh_shape(tuple(mesh_shape), topo.devices)
     mesh = dict(zip(parallel.MESH_AXES, shape))
     rows = tasks * group
     batch_shards = _shard_factor(
@@ -297,7 +312,7 @@ def _define_flags() -> None:
     flags.DEFINE_integer("tasks", 16, "tasks per step (paper: 16)")
     flags.DEFINE_integer("group", 4, "samples per task (paper: 4)")
     flags.DEFINE_string("mesh", "", "mesh shape data,fsdp,tensor,expert (-1 fills); "
-                        "default: FSDP over all devices (MoE: expert axis up to 8)")
+                        "default: the FSDP x tensor (x expert) mix needing least memory")
     flags.DEFINE_integer("micro_batch_size", 0, "rows per micro-batch (0: one per shard)")
     flags.DEFINE_enum("compute_dtype", "bfloat16", ["bfloat16", "float32"], "compute dtype")
     flags.DEFINE_enum("remat", "full", ["full", "none"], "activation rematerialisation")
