@@ -37,6 +37,7 @@ EXTRAS = {
 CONSOLE_SCRIPTS = [
     "sandmle-sweep=sandmle.sweep:run",
     "sandmle-memplan=sandmle.rl.memory_plan:run",
+    "sandmle-params=sandmle.models.params:run",
 ]
 
 setup(

@@ -21,7 +21,7 @@ class MoEBlock(nnx.Module):
 
     def __init__(self, cfg: Qwen3Config, rngs: nnx.Rngs):
         init = normal_init(cfg.initializer_range)
-        e, x, i, pd = cfg.hidden_size, cfg.num_experts, cfg.moe_intermediate_size, cfg.weight_dtype
+        e, x, pd = cfg.hidden_size, cfg.num_experts, cfg.weight_dtype
         self.gate = make_param(rngs, init, (e, x), ("embed", None), pd)
         self.experts = Experts(cfg, rngs)
         self.top_k = cfg.num_experts_per_tok

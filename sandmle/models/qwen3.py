@@ -166,7 +166,8 @@ class Qwen3(nnx.Module):
 
     def __call__(self, tokens: jax.Array, positions: jax.Array,
                  attention_mask: jax.Array | None = None, *, cache: dict | None = None,
-                 cache_index: jax.Array | int | None = None, return_hidden: bool = False):
+                 cache_index: jax.Array | int | None = None, return_hidden: bool = False,
+                 logits_index: jax.Array | None = None):
         """Forward pass.
 
         Args:
@@ -176,6 +177,9 @@ class Qwen3(nnx.Module):
           cache: from `init_cache`; when given, the chunk is written at slots
             `cache_index` ([B] or scalar; default: the cache's own per-row `end`).
           return_hidden: also put the final hidden states in aux['hidden'].
+          logits_index: int [B, K]: compute logits only at these time indices of each
+            row (e.g. the last real prompt token after a prefill), giving [B, K, V]
+            instead of [B, T, V] (which is large for a 152k vocabulary).
 
         Returns:
           (logits [B, T, V] float32, aux) without a cache, (logits, cache, aux) with one.
@@ -186,6 +190,11 @@ class Qwen3(nnx.Module):
                                             cache_index=cache_index)
         if return_hidden:
             aux["hidden"] = hidden
+        if logits_index is not None:
+            idx = jnp.asarray(logits_index, jnp.int32)
+            if idx.ndim != 2 or idx.shape[0] != hidden.shape[0]:
+                raise ValueError(f"logits_index must be [batch, K], got shape {idx.shape}")
+            hidden = jnp.take_along_axis(hidden, idx[:, :, None], axis=1)
         logits = self.logits(hidden)
         if cache is None:
             return logits, aux
@@ -193,6 +202,39 @@ class Qwen3(nnx.Module):
 
     def init_cache(self, batch_size: int, max_length: int, dtype: Any = None) -> dict:
         return init_cache(self.config, batch_size, max_length, dtype)
+
+    def token_logprobs(self, tokens: jax.Array, positions: jax.Array,
+                       attention_mask: jax.Array | None, targets: jax.Array, *,
+                       chunk_size: int = 512, temperature: float = 1.0
+                       ) -> tuple[jax.Array, jax.Array, dict]:
+        """log p(targets[b, t] | tokens[b, :t+1]) and the entropy, [B, T] float32 each.
+
+        The vocabulary projection runs over chunks of `chunk_size` time steps under
+        `jax.checkpoint`, so neither the forward nor the backward pass holds the full
+        [B, T, V] logits (19 GB in fp32 for 64 x 512 tokens of a 152k vocabulary).
+        `temperature` divides the logits first (match the sampler's).
+        """
+        hidden, _, aux = self.model(tokens, positions, attention_mask)
+        targets = jnp.asarray(targets, jnp.int32)
+        b, t, e = hidden.shape
+        c = max(1, min(chunk_size, t))
+        n = -(-t // c)
+        pad = n * c - t
+        h = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0))).reshape(b, n, c, e).swapaxes(0, 1)
+        y = jnp.pad(targets, ((0, 0), (0, pad))).reshape(b, n, c).swapaxes(0, 1)
+
+        @jax.checkpoint
+        def one(args):
+            hc, yc = args
+            logits = self.logits(hc) / temperature
+            logp = jax.nn.log_softmax(logits, axis=-1)
+            picked = jnp.take_along_axis(logp, yc[..., None], axis=-1)[..., 0]
+            entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+            return picked, entropy
+
+        picked, entropy = jax.lax.map(one, (h, y))
+        unchunk = lambda a: a.swapaxes(0, 1).reshape(b, n * c)[:, :t]  # noqa: E731
+        return unchunk(picked), unchunk(entropy), aux
 
 
 class ValueHead(nnx.Module):
@@ -270,10 +312,14 @@ def param_partition_specs(model: nnx.Module, mesh: Mesh,
     """{'path/to/param': PartitionSpec} as the annotations resolve on `mesh`."""
     state = nnx.state(model)
     shardings = param_shardings(state, mesh, rules)
-    out = {}
-    for path, s in jax.tree_util.tree_leaves_with_path(shardings):
-        out["/".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)] = s.spec
-    return out
+    leaves, _ = jax.tree_util.tree_flatten_with_path(shardings, is_leaf=_is_var)
+    return {path_str(path): var.get_value().spec for path, var in leaves}
+
+
+def path_str(path: Sequence[Any]) -> str:
+    """'model/layers/0/self_attn/q_proj' for a jax tree path into an NNX state."""
+    return "/".join(str(getattr(p, "key", getattr(p, "idx", getattr(p, "name", p))))
+                    for p in path)
 
 
 def create_sharded(cfg: Qwen3Config, mesh: Mesh,
