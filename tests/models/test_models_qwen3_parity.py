@@ -1,0 +1,158 @@
+"""Parity of sandmle's Qwen3 with transformers, and the HF round trip."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from hf_fixtures import DENSE_CASES, MOE_CASES, hf_logits, make_hf_model, padded_batch  # noqa: E402
+
+from sandmle.models import hf, qwen3  # noqa: E402
+
+TOL = 1e-4  # Acceptance bound in fp32; never loosen.
+
+CASES = [("dense", n, f) for n, f in DENSE_CASES.items()] + \
+        [("moe", n, f) for n, f in MOE_CASES.items()]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[c[1] for c in CASES])
+def saved(request, tmp_path_factory):
+    kind, name, fields = request.param
+    model = make_hf_model(kind, fields)
+    path = tmp_path_factory.mktemp(name) / "hf"
+    model.save_pretrained(path)
+    return kind, model, path
+
+
+def _valid_max_diff(a, b, mask):
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))[mask]))
+
+
+@pytest.mark.parametrize("moe_impl", ["ragged", "dense"])
+def test_logits_match_transformers(saved, moe_impl):
+    kind, hf_model, path = saved
+    if kind == "dense" and moe_impl == "dense":
+        pytest.skip("moe_impl only matters for MoE models")
+    model = hf.from_pretrained(path, moe_impl=moe_impl)
+    tokens, positions, mask = padded_batch(model.config.vocab_size)
+    out = hf_logits(hf_model, tokens, positions, mask, output_router_logits=kind == "moe")
+    logits, aux = model(tokens, positions, mask)
+    diff = _valid_max_diff(logits, out.logits.numpy(), mask)
+    print(f"{path.parent.name} [{moe_impl}]: max |logits diff| = {diff:.2e}")
+    assert diff <= TOL
+    if kind == "moe":
+        # Same (unscaled) load-balancing loss over the real tokens.
+        np.testing.assert_allclose(float(aux["router_aux_loss"]), float(out.aux_loss),
+                                   rtol=1e-5, atol=1e-6)
+    else:
+        assert float(aux["router_aux_loss"]) == 0.0
+
+
+def test_export_reloads_in_transformers_bit_exact(saved, tmp_path):
+    from safetensors.numpy import load_file
+    kind, hf_model, path = saved
+    model = hf.from_pretrained(path)
+    files = hf.save_pretrained(model, tmp_path / "export")
+    assert "config.json" in files
+    original = load_file(str(path / "model.safetensors"))
+    exported = load_file(str(tmp_path / "export" / "model.safetensors"))
+    assert sorted(original) == sorted(exported)
+    for name, a in original.items():
+        assert a.dtype == exported[name].dtype and a.shape == exported[name].shape, name
+        assert np.array_equal(a, exported[name]), name
+
+    cls = transformers.Qwen3MoeForCausalLM if kind == "moe" else transformers.Qwen3ForCausalLM
+    reloaded = cls.from_pretrained(tmp_path / "export", attn_implementation="eager").eval()
+    tokens, positions, mask = padded_batch(model.config.vocab_size, seed=1)
+    a = hf_logits(hf_model, tokens, positions, mask).logits
+    b = hf_logits(reloaded, tokens, positions, mask).logits
+    assert torch.equal(a, b)
+
+
+def test_bf16_round_trip_bit_exact(tmp_path):
+    from safetensors.numpy import load_file
+    hf_model = make_hf_model("moe", MOE_CASES["moe_norm_topk_mlp_only"]).to(torch.bfloat16)
+    hf_model.save_pretrained(tmp_path / "in")
+    model = hf.from_pretrained(tmp_path / "in", param_dtype="bfloat16", dtype="bfloat16")
+    assert str(model.model.embed_tokens[...].dtype) == "bfloat16"
+    hf.save_pretrained(model, tmp_path / "out", max_shard_bytes=100_000)
+    assert os.path.exists(tmp_path / "out" / "model.safetensors.index.json")
+    original = load_file(str(tmp_path / "in" / "model.safetensors"))
+    reread = hf.CheckpointReader(tmp_path / "out")
+    assert sorted(reread.keys()) == sorted(original)
+    for name, a in original.items():
+        b = reread.get(name)
+        assert a.dtype == b.dtype and np.array_equal(a.view(np.uint16), b.view(np.uint16)), name
+    # The sharded export loads back into sandmle too.
+    again = hf.from_pretrained(tmp_path / "out", param_dtype="bfloat16", dtype="bfloat16")
+    tokens, positions, mask = padded_batch(model.config.vocab_size)
+    np.testing.assert_array_equal(np.asarray(model(tokens, positions, mask)[0]),
+                                  np.asarray(again(tokens, positions, mask)[0]))
+
+
+def test_config_from_hf_objects_and_paths(saved):
+    kind, hf_model, path = saved
+    a = qwen3.Qwen3Config.from_hf(hf_model.config)
+    b = qwen3.Qwen3Config.from_hf(path)
+    c = qwen3.Qwen3Config.from_hf(str(path / "config.json"))
+    assert a == b == c
+    assert a.is_moe == (kind == "moe")
+    assert qwen3.Qwen3Config.from_hf(a.to_hf()) == a
+
+
+def test_rope_frequencies_match_transformers():
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from sandmle.models.rope import rope_frequencies
+    variants = [
+        {"rope_type": "default", "rope_theta": 1e6},
+        {"rope_type": "linear", "rope_theta": 1e4, "factor": 3.0},
+        {"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0,
+         "original_max_position_embeddings": 32768},
+        {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0, "low_freq_factor": 1.0,
+         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+    ]
+    for rope in variants:
+        hf_cfg = transformers.Qwen3Config(hidden_size=256, num_attention_heads=4, head_dim=128,
+                                          num_key_value_heads=4,
+                                          max_position_embeddings=131072,
+                                          rope_parameters=dict(rope))
+        ours = qwen3.Qwen3Config.from_hf(hf_cfg)
+        inv, scale = rope_frequencies(ours)
+        fn = ROPE_INIT_FUNCTIONS[rope["rope_type"]] if rope["rope_type"] != "default" else None
+        if fn is None:
+            ref = transformers.models.qwen3.modeling_qwen3.Qwen3RotaryEmbedding(hf_cfg)
+            ref_inv, ref_scale = ref.inv_freq, ref.attention_scaling
+        else:
+            ref_inv, ref_scale = fn(hf_cfg, None)
+        np.testing.assert_allclose(inv, ref_inv.numpy(), rtol=1e-6, err_msg=str(rope))
+        assert abs(scale - float(ref_scale)) < 1e-7, rope
+
+
+def test_bad_checkpoints_give_clear_errors(saved, tmp_path):
+    kind, hf_model, path = saved
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        hf.CheckpointReader(tmp_path)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((path / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="not a readable safetensors"):
+        hf.from_pretrained(broken)
+    # A checkpoint for a different architecture: names the tensor and both shapes.
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    import json
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["hidden_size"] += 8
+    (wrong / "config.json").write_text(json.dumps(cfg))
+    (wrong / "model.safetensors").write_bytes((path / "model.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="has shape"):
+        hf.from_pretrained(wrong)
