@@ -38,6 +38,7 @@ EXTRAS = {
 CONSOLE_SCRIPTS = [
     "sandmle-sweep=sandmle.sweep:run",
     "sandmle-test-tokenizer=sandmle.models.tiny_tokenizer:run",
+    "sandmle-params=sandmle.models.params:run",
 ]
 
 setup(

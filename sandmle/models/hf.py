@@ -162,6 +162,17 @@ def _place(host: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
     return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
 
+# Checkpoint tensors that carry no parameter: rotary buffers some older exports include.
+_IGNORED = (r".*\.rotary_emb\.inv_freq",)
+
+
+def _ignored(name: str, cfg: Qwen3Config) -> bool:
+    # Tied checkpoints sometimes also store lm_head.weight (a copy of the embedding).
+    if cfg.tie_word_embeddings and name == "lm_head.weight":
+        return True
+    return any(re.fullmatch(p, name) for p in _IGNORED)
+
+
 def _iter_params(state: Any) -> Iterator[tuple[str, Any, Any]]:
     leaves, _ = jax.tree_util.tree_flatten_with_path(
         state, is_leaf=lambda x: isinstance(x, nnx.Variable))
@@ -207,7 +218,7 @@ def load_state(model_or_abstract: nnx.Module, path: str | os.PathLike,
         else:
             sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         new_leaves.append(var.replace(_place(host, sharding)))
-    unused = sorted(set(reader.keys()) - used)
+    unused = sorted(n for n in set(reader.keys()) - used if not _ignored(n, cfg))
     if unused:
         raise ValueError(f"{path}: {len(unused)} checkpoint tensors have no place in the "
                          f"model (config mismatch?): {unused[:5]}")

@@ -166,7 +166,8 @@ class Qwen3(nnx.Module):
 
     def __call__(self, tokens: jax.Array, positions: jax.Array,
                  attention_mask: jax.Array | None = None, *, cache: dict | None = None,
-                 cache_index: jax.Array | int | None = None, return_hidden: bool = False):
+                 cache_index: jax.Array | int | None = None, return_hidden: bool = False,
+                 logits_index: jax.Array | None = None):
         """Forward pass.
 
         Args:
@@ -176,6 +177,9 @@ class Qwen3(nnx.Module):
           cache: from `init_cache`; when given, the chunk is written at slots
             `cache_index` ([B] or scalar; default: the cache's own per-row `end`).
           return_hidden: also put the final hidden states in aux['hidden'].
+          logits_index: int [B, K]: compute logits only at these time indices of each
+            row (e.g. the last real prompt token after a prefill), giving [B, K, V]
+            instead of [B, T, V] (which is large for a 152k vocabulary).
 
         Returns:
           (logits [B, T, V] float32, aux) without a cache, (logits, cache, aux) with one.
@@ -186,6 +190,11 @@ class Qwen3(nnx.Module):
                                             cache_index=cache_index)
         if return_hidden:
             aux["hidden"] = hidden
+        if logits_index is not None:
+            idx = jnp.asarray(logits_index, jnp.int32)
+            if idx.ndim != 2 or idx.shape[0] != hidden.shape[0]:
+                raise ValueError(f"logits_index must be [batch, K], got shape {idx.shape}")
+            hidden = jnp.take_along_axis(hidden, idx[:, :, None], axis=1)
         logits = self.logits(hidden)
         if cache is None:
             return logits, aux
@@ -270,10 +279,14 @@ def param_partition_specs(model: nnx.Module, mesh: Mesh,
     """{'path/to/param': PartitionSpec} as the annotations resolve on `mesh`."""
     state = nnx.state(model)
     shardings = param_shardings(state, mesh, rules)
-    out = {}
-    for path, s in jax.tree_util.tree_leaves_with_path(shardings):
-        out["/".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)] = s.spec
-    return out
+    leaves, _ = jax.tree_util.tree_flatten_with_path(shardings, is_leaf=_is_var)
+    return {path_str(path): var.get_value().spec for path, var in leaves}
+
+
+def path_str(path: Sequence[Any]) -> str:
+    """'model/layers/0/self_attn/q_proj' for a jax tree path into an NNX state."""
+    return "/".join(str(getattr(p, "key", getattr(p, "idx", getattr(p, "name", p))))
+                    for p in path)
 
 
 def create_sharded(cfg: Qwen3Config, mesh: Mesh,

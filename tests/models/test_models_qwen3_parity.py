@@ -156,3 +156,33 @@ def test_bad_checkpoints_give_clear_errors(saved, tmp_path):
     (wrong / "model.safetensors").write_bytes((path / "model.safetensors").read_bytes())
     with pytest.raises(ValueError, match="has shape"):
         hf.from_pretrained(wrong)
+
+
+def test_legacy_config_and_extra_tensors(tmp_path):
+    """A transformers-4.x style config.json (top-level rope_theta, rope_scaling) and a tied
+    checkpoint that also stores lm_head.weight and rotary buffers still load."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+    fields = dict(DENSE_CASES["gqa2_headdim32_tied_oddvocab"])
+    hf_model = make_hf_model("dense", fields)
+    hf_model.save_pretrained(tmp_path / "ckpt")
+    tensors = load_file(str(tmp_path / "ckpt" / "model.safetensors"))
+    tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].copy()
+    tensors["model.layers.0.self_attn.rotary_emb.inv_freq"] = np.ones(16, np.float32)
+    save_file(tensors, str(tmp_path / "ckpt" / "model.safetensors"))
+    cfg = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    theta = cfg.pop("rope_parameters")["rope_theta"]
+    cfg.update(rope_theta=theta, rope_scaling=None, torch_dtype="float32")
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(cfg))
+    model = hf.from_pretrained(tmp_path / "ckpt")
+    assert model.config.rope_theta == theta and model.config.rope_type == "default"
+    tokens, positions, mask = padded_batch(model.config.vocab_size)
+    ref = hf_logits(hf_model, tokens, positions, mask).logits.numpy()
+    assert _valid_max_diff(model(tokens, positions, mask)[0], ref, mask) <= TOL
+
+    legacy_yarn = dict(cfg, rope_scaling={"type": "yarn", "factor": 4.0,
+                                          "original_max_position_embeddings": 1024})
+    c = qwen3.Qwen3Config.from_hf(legacy_yarn)
+    assert c.rope_type == "yarn" and dict(c.rope_scaling)["factor"] == 4.0
+    assert c.rope_theta == theta
