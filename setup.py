@@ -23,6 +23,7 @@ INSTALL_REQUIRES = [
     "rich>=13,<16",
     "matplotlib>=3.9,<4",
     "psutil>=6,<8",
+    "jinja2>=3.1.6,<4",
 ]
 
 EXTRAS = {
@@ -37,6 +38,7 @@ EXTRAS = {
 CONSOLE_SCRIPTS = [
     "sandmle-sweep=sandmle.sweep:run",
     "sandmle-memplan=sandmle.rl.memory_plan:run",
+    "sandmle-test-tokenizer=sandmle.models.tiny_tokenizer:run",
     "sandmle-params=sandmle.models.params:run",
 ]
 
@@ -46,7 +48,7 @@ setup(
     description=__doc__,
     python_requires=">=3.10",
     packages=find_packages(include=["sandmle", "sandmle.*", "configs", "configs.*"]),
-    package_data={"sandmle": ["envgen/seeds/*.json"]},
+    package_data={"sandmle": ["envgen/seeds/*.json", "models/*.jinja"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
