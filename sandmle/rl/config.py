@@ -17,7 +17,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.whiten_advantages = True         # gae
     c.group_size = 4
     c.tasks_per_step = 16
-    c.temperature = 1.0
+    c.temperature = 1.0                # must match the sampler's (logprob ratios)
+    c.logprob_chunk = 512              # time steps per chunked vocabulary projection
     c.policy_loss = "ppo_clip"         # see sandmle.rl.losses.POLICY_LOSSES
     c.clip_low = 0.2
     c.clip_high = 0.28
@@ -64,4 +65,5 @@ def sft_config() -> ml_collections.ConfigDict:
     c.compute_dtype = "float32"
     c.param_dtype = "float32"
     c.loss_agg = "token-mean"
+    c.logprob_chunk = 512
     return c

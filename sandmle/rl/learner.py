@@ -42,6 +42,27 @@ def call_model(module: nnx.Module, batch: Batch) -> tuple[jax.Array, dict]:
     return out, {}
 
 
+def policy_logprobs(module: nnx.Module, batch: Batch, temperature: float = 1.0,
+                    chunk_size: int = 512) -> tuple[jax.Array, jax.Array, dict]:
+    """(logprobs, entropy, aux) of `batch['tokens']`, aligned with the tokens.
+
+    Models with `token_logprobs` (sandmle Qwen3) project onto the vocabulary in
+    rematerialised chunks of `chunk_size` steps, so no [B, T, V] logits are kept; other
+    models go through full logits. `temperature` must match the sampler's.
+    """
+    tokens = batch["tokens"]
+    if hasattr(module, "token_logprobs"):
+        targets = jnp.pad(tokens[:, 1:], ((0, 0), (0, 1)))
+        lp, ent, aux = module.token_logprobs(tokens, batch["positions"],
+                                             batch["attention_mask"], targets,
+                                             chunk_size=chunk_size, temperature=temperature)
+        shift = lambda a: jnp.pad(a[:, :-1], ((0, 0), (1, 0)))  # noqa: E731
+        return shift(lp), shift(ent), (aux or {})
+    logits, aux = call_model(module, batch)
+    logits = logits.astype(jnp.float32) / temperature
+    return losses.token_logprobs(logits, tokens), losses.entropy_from_logits(logits), aux
+
+
 def critic_values(module: nnx.Module, batch: Batch) -> jax.Array:
     """V(state before token t), aligned with tokens: the critic's output at t - 1."""
     out = module(batch["tokens"], batch["positions"], batch["attention_mask"])
@@ -123,8 +144,8 @@ class Learner:
     def _loss(self, params, extra, batch, denoms):
         cfg = self.config
         mask = batch["loss_mask"].astype(jnp.float32)
-        logits, aux = call_model(self._module("policy", params, extra), batch)
-        logp = losses.token_logprobs(logits, batch["tokens"])
+        logp, entropy, aux = policy_logprobs(self._module("policy", params, extra), batch,
+                                             cfg.temperature, cfg.logprob_chunk)
         agg_kw = dict(num_tokens=denoms["num_tokens"], num_seqs=denoms["num_seqs"],
                       norm_len=cfg.loss_agg_norm_len)
 
@@ -135,7 +156,6 @@ class Learner:
                                 batch["advantages"], mask, clip_low=cfg.clip_low,
                                 clip_high=cfg.clip_high, dual_clip=cfg.dual_clip)
         pg_loss = agg(pl.loss)
-        entropy = losses.entropy_from_logits(logits)
         if not cfg.entropy_coef:
             entropy = jax.lax.stop_gradient(entropy)
         entropy_agg = agg(entropy)
@@ -232,8 +252,9 @@ class Learner:
         `params` has a critic), jitted on the mesh: old / reference logprobs and values."""
         if self._forward_jit is None:
             def fwd(params, extra, batch):
-                logits, _ = call_model(self._module("policy", params, extra), batch)
-                out = {"logprobs": losses.token_logprobs(logits, batch["tokens"])}
+                logp, _, _ = policy_logprobs(self._module("policy", params, extra), batch,
+                                             self.config.temperature, self.config.logprob_chunk)
+                out = {"logprobs": logp}
                 if "critic" in params:
                     out["values"] = critic_values(self._module("critic", params, extra), batch)
                 return out

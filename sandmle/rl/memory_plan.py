@@ -136,7 +136,8 @@ def _state_bytes(cfg: Any, mesh_shape: Mapping[str, int], rules: Any, optim: Any
 
 
 def activation_bytes(cfg: Any, rows_per_device: int, seq_len: int, mesh_shape: Mapping[str, int],
-                     compute_bytes: int, remat: str, attention: str) -> dict[str, int]:
+                     compute_bytes: int, remat: str, attention: str,
+                     logits_chunk: int = 512) -> dict[str, int]:
     """Estimated activation bytes per device for one micro-batch (forward kept for backward).
 
     Per token and layer, with h hidden, hd head dim, nq/nkv heads, I MLP width, t tensor:
@@ -145,7 +146,9 @@ def activation_bytes(cfg: Any, rows_per_device: int, seq_len: int, mesh_shape: M
       MLP: 2h + 3 I / t (dense) or 2h + 4 E + 3 k I_moe / t (MoE, k routed experts);
       naive attention also keeps nq/t x S x S scores (fp32) and probs per sequence.
     remat 'full' keeps only each layer's input (h per token) plus one layer's working set.
-    The loss keeps fp32 logits, softmax and their gradient: 3 x V / t x 4 bytes per token.
+    The loss keeps fp32 logits, softmax and their gradient, 3 x V / t x 4 bytes per token,
+    for one chunk of `logits_chunk` steps per row (the learner's rematerialised chunked
+    projection; 0: the whole sequence at once).
     """
     t = mesh_shape.get("tensor", 1)
     h, hd = cfg.hidden_size, cfg.head_dim
@@ -170,7 +173,8 @@ def activation_bytes(cfg: Any, rows_per_device: int, seq_len: int, mesh_shape: M
     else:
         raise ValueError(f"remat must be 'none' or 'full', got {remat!r}")
     vocab = cfg.vocab_size // t if cfg.vocab_size % t == 0 else cfg.vocab_size
-    logits = 3 * tokens * vocab * 4
+    steps = seq_len if not logits_chunk else min(logits_chunk, seq_len)
+    logits = 3 * rows_per_device * steps * vocab * 4
     return {"layers": int(saved), "logits": int(logits), "attention_scores": int(scores)}
 
 
@@ -198,7 +202,7 @@ class Plan:
 def make_plan(preset: str, topology: str, *, seq_len: int = 32768, tasks: int = 16,
               group: int = 4, mesh_shape: Sequence[int] | None = None,
               micro_batch_size: int = 0, compute_dtype: str = "bfloat16",
-              remat: str = "full", attention: str = "naive",
+              remat: str = "full", attention: str = "naive", logits_chunk: int = 512,
               rules: Any = parallel.DEFAULT_RULES) -> Plan:
     """Per-device memory of one RL update of `preset` on `topology`.
 
@@ -211,7 +215,7 @@ def make_plan(preset: str, topology: str, *, seq_len: int = 32768, tasks: int = 
         plans = [make_plan(preset, topology, seq_len=seq_len, tasks=tasks, group=group,
                            mesh_shape=shape, micro_batch_size=micro_batch_size,
                            compute_dtype=compute_dtype, remat=remat, attention=attention,
-                           rules=rules)
+                           logits_chunk=logits_chunk, rules=rules)
                  for shape in candidate_mesh_shapes(cfg, topo.devices)]
         return min(plans, key=lambda p: p.total)
     shape = parallel.resolve_mesh_shape(tuple(mesh_shape), topo.devices)
@@ -228,7 +232,7 @@ def make_plan(preset: str, topology: str, *, seq_len: int = 32768, tasks: int = 
     st = state_bytes(cfg, mesh, rules)
     cbytes = np.dtype(compute_dtype).itemsize
     n_micro = rows // micro
-    act = activation_bytes(cfg, rows_dev, seq_len, mesh, cbytes, remat, attention)
+    act = activation_bytes(cfg, rows_dev, seq_len, mesh, cbytes, remat, attention, logits_chunk)
     b = {"params (fp32 master)": st["params"],
          "optimizer (AdamW mu, nu)": st["optimizer"],
          "gradients": st["params"] * (2 if n_micro > 1 else 1),
@@ -300,7 +304,8 @@ def main(argv: Sequence[str]) -> None:
     mesh = tuple(int(x) for x in f.mesh.split(",")) if f.mesh else None
     print(run_plans(presets, f.topology, as_json=f.json, seq_len=f.seq_len, tasks=f.tasks,
                     group=f.group, mesh_shape=mesh, micro_batch_size=f.micro_batch_size,
-                    compute_dtype=f.compute_dtype, remat=f.remat, attention=f.attention))
+                    compute_dtype=f.compute_dtype, remat=f.remat, attention=f.attention,
+                    logits_chunk=f.logits_chunk))
 
 
 def _define_flags() -> None:
@@ -319,6 +324,8 @@ def _define_flags() -> None:
     flags.DEFINE_enum("attention", "naive", ["naive", "flash"],
                       "naive: S x S scores materialised (the current qwen3 code); "
                       "flash: a fused kernel that never stores them")
+    flags.DEFINE_integer("logits_chunk", 512, "time steps per chunked vocabulary projection "
+                         "(rl.logprob_chunk; 0: whole sequence)")
     flags.DEFINE_bool("json", False, "print exact bytes as JSON")
 
 

@@ -21,7 +21,7 @@ from jax.sharding import Mesh
 
 from sandmle import parallel
 from sandmle.rl import losses
-from sandmle.rl.learner import call_model
+from sandmle.rl.learner import policy_logprobs
 from sandmle.rl.optim import make_multi_optimizer
 from sandmle.rl.step import DTYPES, Batch, StepBuilder, TrainState, cast_floats, split_module
 
@@ -70,10 +70,10 @@ class SFTTrainer:
     def _nll(self, params, extra, batch):
         model = nnx.merge(self.parts.graphdef,
                           cast_floats(params["policy"], self.compute_dtype), extra["policy"])
-        logits, _ = call_model(model, batch)
-        logp = losses.token_logprobs(logits, batch["tokens"])
-        pred = jnp.pad(jnp.argmax(logits[:, :-1], -1), ((0, 0), (1, 0)))
-        return -logp, (pred == batch["tokens"]).astype(jnp.float32)
+        logp, _, _ = policy_logprobs(model, batch, 1.0, self.config.logprob_chunk)
+        # p(target) > 1/2 implies the target is the argmax: a lower bound on top-1
+        # accuracy that needs no [B, T, V] logits.
+        return -logp, (logp > jnp.log(0.5)).astype(jnp.float32)
 
     def _loss(self, params, extra, batch, denoms):
         mask = batch["loss_mask"].astype(jnp.float32)
@@ -88,7 +88,7 @@ class SFTTrainer:
         n = jnp.maximum(denoms["num_tokens"], 1.0)
         return {"loss": sums["loss"], "nll": sums["nll_sum"] / n,
                 "perplexity": jnp.exp(sums["nll_sum"] / n),
-                "accuracy": sums["correct_sum"] / n,
+                "confident_accuracy": sums["correct_sum"] / n,
                 "num_policy_tokens": denoms["num_tokens"],
                 "num_tokens": denoms["num_real_tokens"]}
 
@@ -170,6 +170,6 @@ def seed_sft(model: nnx.Module, demos: Sequence[Mapping[str, Sequence]],
         history.append(metrics)
         if log_every and step % log_every == 0:
             from absl import logging
-            logging.info("sft step %d: loss %.4f acc %.3f", step, metrics["loss"],
-                         metrics["accuracy"])
+            logging.info("sft step %d: loss %.4f confident accuracy %.3f", step,
+                         metrics["loss"], metrics["confident_accuracy"])
     return trainer, state, history

@@ -57,9 +57,11 @@ def test_plan_arithmetic_and_verdicts():
     b = memory_plan.activation_bytes(memory_plan_cfg(), 2, 1024, {"tensor": 1}, 2, "full",
                                      "flash")
     c = memory_plan.activation_bytes(memory_plan_cfg(vocab=1024), 1, 1024, {"tensor": 4}, 2,
-                                     "full", "flash")
+                                     "full", "flash", logits_chunk=0)
+    d = memory_plan.activation_bytes(memory_plan_cfg(vocab=1024), 1, 1024, {"tensor": 4}, 2,
+                                     "full", "flash", logits_chunk=256)
     assert b["layers"] == 2 * a["layers"] and b["logits"] == 2 * a["logits"]
-    assert c["logits"] == 3 * 1024 * (1024 // 4) * 4
+    assert c["logits"] == 3 * 1024 * (1024 // 4) * 4 and d["logits"] == c["logits"] // 4
 
 
 def memory_plan_cfg(vocab=1031):

@@ -51,7 +51,7 @@ def test_sft_learns_masked_tokens_only():
     demos = _demos()
     a0, a1, p0, p1, first, last = _run(demos, mask_all=False)
     assert a1 < 0.3 * a0                  # the assistant tokens are learned
-    assert last["accuracy"] > 0.9 and first["accuracy"] < 0.5
+    assert last["confident_accuracy"] > 0.9 and first["confident_accuracy"] < 0.5
     assert p1 > p0 - 0.05                 # the prompt tokens are not
     # Control: the same run with the prompt on the mask does learn the prompt tokens,
     # so the check above is not vacuous.
