@@ -38,6 +38,7 @@ EXTRAS = {
 CONSOLE_SCRIPTS = [
     "sandmle=sandmle.main:run",
     "sandmle-sweep=sandmle.sweep:run",
+    "sandmle-memplan=sandmle.rl.memory_plan:run",
     "sandmle-test-tokenizer=sandmle.models.tiny_tokenizer:run",
     "sandmle-grade=sandmle.tasks.cli:run",
     "sandmle-inspect=sandmle.inspector:run",
