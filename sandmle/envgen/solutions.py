@@ -61,12 +61,13 @@ _CLASSIFIERS = [
     ("alt-random-forest", "medium", "model", "alt", "RandomForestClassifier(200, "
      "random_state=0, n_jobs=1)", False, False),
     ("mlp", "medium", "model", "main", "make_pipeline(StandardScaler(), "
-     "MLPClassifier((64,), alpha=1e-2, max_iter=600, random_state=0))", True, True),
+     "MLPClassifier(hidden_layer_sizes=(64,), alpha=1e-2, max_iter=600, "
+     "random_state=0))", True, True),
     ("logreg-tuned", "strong", "model", "main", "make_pipeline(StandardScaler(with_mean="
      "False), LogisticRegression(C=0.1, max_iter=3000))", False, False),
-    ("random-forest", "strong", "model", "main", "RandomForestClassifier(400, "
+    ("random-forest", "strong", "model", "main", "RandomForestClassifier(300, "
      "min_samples_leaf=1, random_state=0, n_jobs=1)", False, False),
-    ("extra-trees", "strong", "model", "main", "ExtraTreesClassifier(500, random_state=0, "
+    ("extra-trees", "strong", "model", "main", "ExtraTreesClassifier(300, random_state=0, "
      "n_jobs=1)", False, False),
     ("hist-gbm", "strong", "model", "main", "HistGradientBoostingClassifier(max_iter=200, "
      "learning_rate=0.05, min_samples_leaf=5, random_state=0)", True, False),
@@ -107,9 +108,9 @@ _REGRESSORS = [
      "min_samples_leaf=3, random_state=0)", False, False),
     ("alt-random-forest", "medium", "model", "alt", "RandomForestRegressor(200, "
      "random_state=0)", False, False),
-    ("random-forest", "strong", "model", "main", "RandomForestRegressor(400, "
+    ("random-forest", "strong", "model", "main", "RandomForestRegressor(300, "
      "random_state=0)", False, False),
-    ("extra-trees", "strong", "model", "main", "ExtraTreesRegressor(500, random_state=0)",
+    ("extra-trees", "strong", "model", "main", "ExtraTreesRegressor(300, random_state=0)",
      False, False),
     ("hist-gbm", "strong", "model", "main", "HistGradientBoostingRegressor(max_iter=300, "
      "learning_rate=0.05, min_samples_leaf=5, random_state=0)", True, False),
@@ -117,7 +118,8 @@ _REGRESSORS = [
      "max_depth=3, learning_rate=0.05, random_state=0)", True, True),
     ("svr-rbf", "medium", "model", "main", "make_pipeline(StandardScaler(), SVR(C=10.0))",
      True, True),
-    ("mlp", "medium", "model", "main", "make_pipeline(StandardScaler(), MLPRegressor((64,), "
+    ("mlp", "medium", "model", "main", "make_pipeline(StandardScaler(), "
+     "MLPRegressor(hidden_layer_sizes=(64,), "
      "alpha=1e-2, max_iter=1500, random_state=0))", True, True),
     ("vote", "strong", "model", "main", "VotingRegressor([('ridge', make_pipeline("
      "StandardScaler(), Ridge(alpha=1.0))), ('rf', RandomForestRegressor(300, "
@@ -173,7 +175,7 @@ _PIXEL = [
     ("random", "trivial", "random", 0, False, None, False),
     ("identity", "weak", "identity", 0, False, None, False),
     ("linear-intensity", "weak", "linear", 0, False, None, False),
-    ("threshold", "weak", "threshold", 0, False, None, False),
+    ("threshold", "medium", "threshold", 0, False, None, False),
     ("median-filter", "weak", "median", 0, False, None, False),
     ("background-subtract", "medium", "background", 0, False, None, False),
     ("patch1-ridge", "medium", "model", 1, False, "Ridge(alpha=1.0)", False),
@@ -192,7 +194,7 @@ _PIXEL = [
     ("patch2-bg-hist-gbm", "strong", "model", 2, True, "HistGradientBoostingRegressor("
      "max_iter=300, learning_rate=0.05, random_state=0)", False),
     ("patch2-mlp", "strong", "model", 2, False, "make_pipeline(StandardScaler(), "
-     "MLPRegressor((32,), max_iter=300, random_state=0))", True),
+     "MLPRegressor(hidden_layer_sizes=(32,), max_iter=300, random_state=0))", True),
     ("patch1-bg-gbm", "strong", "model", 1, True, "GradientBoostingRegressor("
      "n_estimators=150, max_depth=3, random_state=0)", True),
 ]
