@@ -85,11 +85,11 @@ def test_families_cover_every_task_type():
 RUNS = [
     ("tabular-playground-series-may-2022", ["prior", "random-forest"]),
     ("jigsaw-toxic-comment-classification-challenge", ["logreg"]),
-    ("image-identity-ranking-map5", ["extra-trees"]),
+    ("image-identity-ranking-map5", ["random-forest"]),
     ("timeseries-multistep-forecasting", ["last-value", "ridge-cv"]),
     ("graph-node-classification", ["logreg"]),
     ("the-icml-2013-whale-challenge-right-whale-redux", ["logreg"]),
-    ("leaf-classification", ["logreg"]),
+    ("random-acts-of-pizza", ["logreg"]),
     ("text-normalization-challenge-english-language", ["identity", "all"]),
     ("denoising-dirty-documents", ["mean", "patch1-bg-ridge"]),
 ]
@@ -97,7 +97,7 @@ RUNS = [
 
 @pytest.mark.parametrize("name, wanted", RUNS)
 def test_solutions_write_valid_submissions(name, wanted, tmp_path):
-    dna = mutate(SEEDS[name], 0) if name == "leaf-classification" else SEEDS[name]
+    dna = mutate(SEEDS[name], 0) if name == "random-acts-of-pizza" else SEEDS[name]
     data = generate(dna, 1)
     sols = {s.name: s for s in reference_solutions(dna)}
     subs = {w: _run(sols[w], data, tmp_path) for w in wanted}
