@@ -45,7 +45,7 @@ def feat_tabular(tr, te, cfg, level="main"):
             parts.append(xn.isna().to_numpy(float))
     if level == "main":
         for c in cat:
-            s = both[c].astype(str)
+            s = both[c].astype(object).fillna("__missing__").astype(str)
             levels = s.value_counts()
             if len(levels) <= 12:
                 parts.append(pd.get_dummies(s).to_numpy(float))
@@ -53,6 +53,7 @@ def feat_tabular(tr, te, cfg, level="main"):
                 parts.append(s.map(levels).to_numpy(float)[:, None] / len(s))
                 parts.append(pd.factorize(s, sort=True)[0][:, None].astype(float))
     x = np.hstack(parts) if parts else np.zeros((len(both), 1))
+    x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     return x[:len(tr)], x[len(tr):]
 
 
