@@ -61,6 +61,7 @@ class _WorkerHandle:
             start_new_session=True, close_fds=True)
         self._buf = b""
         self.mode: str | None = None
+        self.uid: int | None = None
         self.pid = self.proc.pid
 
     def read_msg(self, deadline: float) -> dict[str, Any]:
@@ -85,6 +86,7 @@ class _WorkerHandle:
             self.kill()
             raise RuntimeError(f"sandbox worker failed to start: {msg.get('error')}")
         self.mode = msg["mode"]
+        self.uid = msg.get("uid")
 
     def send(self, obj: dict[str, Any]) -> None:
         try:
@@ -163,6 +165,7 @@ class LocalFarm:
     def _spawn(self, slot: int) -> _WorkerHandle:
         c = self.config
         settings = {"slot": slot, "isolation": c.isolation, "uid_base": int(c.uid_base),
+                    "uid_count": int(c.uid_count),
                     "kill_grace_s": float(c.kill_grace_s), "preimport": list(c.preimport),
                     "threads_per_job": int(c.threads_per_job), "hidden": list(c.hidden)}
         return _WorkerHandle(settings, self.python)
@@ -248,7 +251,8 @@ class LocalFarm:
             return {"backend": "local", "jobs": self._submitted, "restarts": self._restarts,
                     "by_status": dict(self._counts), "isolation": self.mode,
                     "workers": len(self._handles),
-                    "worker_pids": [h.pid if h else None for h in self._handles]}
+                    "worker_pids": [h.pid if h else None for h in self._handles],
+                    "worker_uids": [h.uid if h else None for h in self._handles]}
 
     def close(self) -> None:
         """Finishes queued jobs, then stops the workers."""

@@ -217,12 +217,17 @@ class Worker:
         self.grace = float(settings.get("kill_grace_s", 1.0))
         self.threads = int(settings.get("threads_per_job", 1))
         self.mode = isolation.resolve(settings.get("isolation", "auto"))
-        self.uid = int(settings.get("uid_base", 61000)) + self.slot if self.mode == "root" else None
+        self.uid: int | None = None
+        if self.mode == "root":
+            self.uid, self._uid_lock = isolation.claim_uid(int(settings.get("uid_base", 62000)),
+                                                           int(settings.get("uid_count", 1000)))
         self.extra_hidden = [os.path.abspath(h) for h in settings.get("hidden", [])]
         # The interpreter and its libraries must stay reachable after the uid drop.
         needed = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
         needed += [p for p in sys.path if p and os.path.isdir(p)]
         self.expose = isolation.expose_plan(needed) if self.mode == "root" else []
+        if self.uid is not None:  # a previous worker of this slot may have died mid-job
+            isolation.kill_uid(self.uid)
 
     def run(self, job: dict[str, Any]) -> Result:
         """Runs one job to completion; every failure becomes a Result."""
@@ -236,7 +241,7 @@ class Worker:
         except OSError as e:
             return Result(job["job_id"], "error", error=f"bad workdir: {e}", worker=self.slot)
         pipes = {}
-        for name in ("out", "err", "rep") + (("init",) if self.mode != "none" else ()):
+        for name in ("out", "err", "rep") + (("init",) if self.mode == "userns" else ()):
             r, w = os.pipe()
             pipes[f"{name}_r"], pipes[f"{name}_w"] = r, w
         for k in ("out_r", "err_r", "rep_r", "init_r"):
@@ -261,24 +266,29 @@ class Worker:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        if self.mode == "none":
+        if self.mode == "root":
+            isolation.kill_uid(self.uid)
+        elif self.mode == "none":
             _sweep_orphans()
         sv.drain(timeout=1.0)
         wall = time.monotonic() - t0
         raw: int | None = wstatus
-        if self.mode != "none":
-            lines = [x for x in sv.small_text(pipes["init_r"]).splitlines()
-                     if x.strip().lstrip("-").isdigit()]
-            raw = int(lines[-1]) if lines else None
-            if raw is None and sv.reason is None and os.WIFEXITED(wstatus) and os.WEXITSTATUS(wstatus) == 125:
-                return self._finish(job, sv, "crashed", None, "sandbox setup failed (see stderr)",
-                                    wall, ru, before, base_bytes, skip)
         report: dict[str, Any] = {}
         for line in sv.small_text(pipes["rep_r"]).splitlines():
             try:
                 report = json.loads(line)
             except ValueError:
                 pass
+        if "setup" in report and sv.reason is None:
+            return self._finish(job, sv, "crashed", None, str(report["setup"]),
+                                wall, ru, before, base_bytes, skip)
+        if self.mode == "userns":
+            lines = [x for x in sv.small_text(pipes["init_r"]).splitlines()
+                     if x.strip().lstrip("-").isdigit()]
+            raw = int(lines[-1]) if lines else None
+            if raw is None and sv.reason is None and os.WIFEXITED(wstatus) and os.WEXITSTATUS(wstatus) == 125:
+                return self._finish(job, sv, "crashed", None, "sandbox setup failed (see stderr)",
+                                    wall, ru, before, base_bytes, skip)
         peak = ru.ru_maxrss * 1024
         status, code, error = _classify(sv, raw, report, peak, 0)
         return self._finish(job, sv, status, code, error, wall, ru, before, base_bytes, skip)
@@ -338,7 +348,8 @@ def main(argv: list[str]) -> None:
     gc.collect()
     gc.freeze()
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    send({"ready": True, "mode": worker.mode, "pid": os.getpid(), "slot": worker.slot})
+    send({"ready": True, "mode": worker.mode, "pid": os.getpid(), "slot": worker.slot,
+          "uid": worker.uid})
     for line in sys.stdin:
         if not line.strip():
             continue
