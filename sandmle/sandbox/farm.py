@@ -195,6 +195,12 @@ class LocalFarm:
             if h is None:
                 return Result(wire["job_id"], "crashed", worker=slot,
                               error="no sandbox worker could be started for this job")
+        if h.proc.poll() is not None:  # died while idle: replace it before use
+            self._replace(slot)
+            h = self._handles[slot]
+            if h is None:
+                return Result(wire["job_id"], "crashed", worker=slot,
+                              error="no sandbox worker could be started for this job")
         t0 = time.monotonic()
         try:
             h.send(wire)
@@ -240,6 +246,10 @@ class LocalFarm:
             with self._lock:
                 self._counts["error"] += 1
             return _resolved(Result(job_id, "error", error=f"invalid job: {e}"))
+        return self.submit_wire(wire)
+
+    def submit_wire(self, wire: dict[str, Any]) -> concurrent.futures.Future:
+        """Queues an already validated job in its wire form (used by the Ray actors)."""
         fut: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
             self._submitted += 1
