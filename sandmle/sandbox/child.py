@@ -20,6 +20,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import traceback
 import types
 from typing import Any
@@ -115,7 +116,7 @@ def _run_python(job: dict[str, Any]) -> None:
         _report({"exit": "SystemExit", "code": exit_code})
     except BaseException as e:  # noqa: BLE001 - every failure becomes a status
         _report({"exc": type(e).__name__, "memory": isinstance(e, MemoryError),
-                 "errno": getattr(e, "errno", None)})
+                 "errno": getattr(e, "errno", None) if isinstance(getattr(e, "errno", None), int) else None})
         try:
             tb = e.__traceback__
             traceback.print_exception(type(e), e, tb.tb_next if tb is not None else None)
@@ -125,6 +126,10 @@ def _run_python(job: dict[str, Any]) -> None:
             except OSError:
                 pass
         exit_code = 1
+    try:  # like interpreter exit: wait for non-daemon threads the job started
+        threading._shutdown()  # noqa: SLF001 - the hook Python itself runs at exit
+    except BaseException:  # noqa: BLE001
+        pass
     _exit_after_flush(exit_code)
 
 
