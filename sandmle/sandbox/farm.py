@@ -125,7 +125,7 @@ class LocalFarm:
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
-        if config.isolation not in ("auto", "strict", "none"):
+        if config.isolation not in ("auto", "strict", "none", "userns"):
             raise ValueError(f"farm.isolation must be auto, strict or none, got {config.isolation!r}")
         if int(config.num_workers) < 1:
             raise ValueError(f"farm.num_workers must be >= 1, got {config.num_workers!r}")

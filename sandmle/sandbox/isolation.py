@@ -119,10 +119,14 @@ NS_FLAGS = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWU
 
 def resolve(requested: str) -> str:
     """Maps 'auto' | 'strict' | 'none' to the mode this process can use."""
-    if requested not in ("auto", "strict", "none"):
+    if requested not in ("auto", "strict", "none", "userns"):
         raise IsolationError(f"isolation must be 'auto', 'strict' or 'none', got {requested!r}")
     if requested == "none":
         return "none"
+    if requested == "userns":  # force the unprivileged path (tests, or root without setuid)
+        if _probe(NS_FLAGS, userns=True):
+            return "userns"
+        raise IsolationError("isolation='userns' but user namespaces are unavailable")
     if os.geteuid() == 0 and _probe(NS_FLAGS, userns=False):
         return "root"
     if _probe(NS_FLAGS, userns=True):

@@ -118,3 +118,25 @@ def test_expose_plan_covers_untraversable_ancestors():
     plan = isolation.expose_plan([str(locked / "py"), str(locked / "py" / "lib"), "/usr"])
     assert plan == [(str(locked), [str(locked / "py")])]
     shutil.rmtree(base)
+
+
+def test_userns_path_isolates(tmp_path):
+    """The unprivileged path (forced here, where we are root): same guarantees."""
+    from sandbox_helpers import make_task
+
+    task = make_task(str(tmp_path))
+    try:
+        farm = SandboxFarm(farm_config(num_workers=1, isolation="userns"))
+    except RuntimeError as e:
+        pytest.skip(f"user namespaces unavailable: {e}")
+    with farm:
+        code = (f"try:\n    open({os.path.join(task, 'private', 'answers.csv')!r}).read()\n"
+                "    print('LEAK')\nexcept OSError:\n    print('hidden')\n"
+                "try:\n    open('input/x', 'w')\n    print('WROTE')\nexcept OSError:\n    print('ro')\n"
+                "import os, subprocess\nsubprocess.Popen(['sleep', '30'])\nprint(os.getpid())")
+        r = farm.submit(Job(workdir=str(tmp_path / "wd"), code=code,
+                            inputs={"input": os.path.join(task, "public")},
+                            hidden=[os.path.join(task, "private")])).result()
+        assert r.status == "ok" and r.stdout == "hidden\nro\n2\n", r
+        r = farm.submit(Job(workdir=str(tmp_path / "wd"), code="while True: pass", timeout_s=0.5)).result()
+        assert r.status == "timeout"
