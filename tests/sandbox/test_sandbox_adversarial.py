@@ -17,6 +17,13 @@ import pytest
 from sandmle.sandbox import Job
 
 
+@pytest.fixture(autouse=True)
+def _needs_root_isolation(farm):
+    # Hostile code only runs where the farm can drop to a job uid of its own.
+    if farm.stats()["isolation"] != "root":
+        pytest.skip("the adversarial suite needs isolation 'root' (run as root)")
+
+
 def job_procs(farm) -> list[int]:
     """Processes still running as a job uid, or children of a worker."""
     workers = {p for p in farm.stats()["worker_pids"] if p}
