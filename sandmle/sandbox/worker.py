@@ -176,7 +176,7 @@ def _sweep_orphans() -> int:
 
 
 def _classify(sv: _Supervisor, raw: int | None, report: dict[str, Any],
-              peak: int, base_as: int) -> tuple[str, int | None, str | None]:
+              peak: int) -> tuple[str, int | None, str | None]:
     """(status, exit_code, error) from how the job ended."""
     if sv.reason is not None:
         return sv.reason, None, sv.detail
@@ -290,7 +290,7 @@ class Worker:
                 return self._finish(job, sv, "crashed", None, "sandbox setup failed (see stderr)",
                                     wall, ru, before, base_bytes, skip)
         peak = ru.ru_maxrss * 1024
-        status, code, error = _classify(sv, raw, report, peak, 0)
+        status, code, error = _classify(sv, raw, report, peak)
         return self._finish(job, sv, status, code, error, wall, ru, before, base_bytes, skip)
 
     def _finish(self, job, sv, status, code, error, wall, ru, before, base_bytes, skip) -> Result:

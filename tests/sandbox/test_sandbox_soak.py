@@ -7,7 +7,6 @@ import collections
 import os
 import random
 import signal
-import threading
 import time
 
 import pytest
