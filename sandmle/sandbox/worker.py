@@ -247,7 +247,13 @@ class Worker:
         for k in ("out_r", "err_r", "rep_r", "init_r"):
             if k in pipes:
                 os.set_blocking(pipes[k], False)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            for fd in pipes.values():
+                os.close(fd)
+            return Result(job["job_id"], "crashed", worker=self.slot,
+                          error=f"the worker could not fork the job: {e}")
         if pid == 0:
             child.child_main(self.mode, job, self.uid or 0, self.threads, pipes, self.expose)
         try:
@@ -260,8 +266,9 @@ class Worker:
         sv = _Supervisor(pid, pipes, job, self.grace)
         sv.watch(t0, job["workdir"], skip, base_bytes)
         _, wstatus, ru = os.wait4(pid, 0)
-        # Whatever the job left in its process group or re-parented to us dies now
-        # (in isolated modes the pid namespace already took them).
+        # Whatever the job left behind dies now: its process group, then (root)
+        # every process of the job uid, or (none) every orphan re-parented to us.
+        # In userns mode the job's pid namespace already took them.
         try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
