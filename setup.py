@@ -23,6 +23,7 @@ INSTALL_REQUIRES = [
     "rich>=13,<16",
     "matplotlib>=3.9,<4",
     "psutil>=6,<8",
+    "jinja2>=3.1.6,<4",
 ]
 
 EXTRAS = {
@@ -35,9 +36,14 @@ EXTRAS = {
 }
 
 CONSOLE_SCRIPTS = [
+    "sandmle=sandmle.main:run",
     "sandmle-sweep=sandmle.sweep:run",
     "sandmle-envgen=sandmle.envgen.cli:run",
+    "sandmle-memplan=sandmle.rl.memory_plan:run",
+    "sandmle-test-tokenizer=sandmle.models.tiny_tokenizer:run",
     "sandmle-grade=sandmle.tasks.cli:run",
+    "sandmle-inspect=sandmle.inspector:run",
+    "sandmle-params=sandmle.models.params:run",
 ]
 
 setup(
@@ -46,7 +52,7 @@ setup(
     description=__doc__,
     python_requires=">=3.10",
     packages=find_packages(include=["sandmle", "sandmle.*", "configs", "configs.*"]),
-    package_data={"sandmle": ["envgen/seeds/*.json"]},
+    package_data={"sandmle": ["envgen/seeds/*.json", "models/*.jinja"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": CONSOLE_SCRIPTS},

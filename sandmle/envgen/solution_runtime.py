@@ -3,7 +3,7 @@
 This file's source is copied verbatim into every reference solution script (see
 solutions.py), followed by a CFG dict and `main(CFG)`, so each script stands alone: it runs
 with cwd = a job workdir, reads ./input/ (train.csv, test.csv, media) and writes
-./submission.csv in the sample submission's format. It imports nothing from sandmle.
+./submission.csv in the sample submission's format. It needs only numpy, pandas, scipy, scikit-learn and Pillow.
 """
 
 import os
@@ -45,7 +45,7 @@ def feat_tabular(tr, te, cfg, level="main"):
             parts.append(xn.isna().to_numpy(float))
     if level == "main":
         for c in cat:
-            s = both[c].astype(str)
+            s = both[c].astype(object).fillna("__missing__").astype(str)
             levels = s.value_counts()
             if len(levels) <= 12:
                 parts.append(pd.get_dummies(s).to_numpy(float))
@@ -53,6 +53,7 @@ def feat_tabular(tr, te, cfg, level="main"):
                 parts.append(s.map(levels).to_numpy(float)[:, None] / len(s))
                 parts.append(pd.factorize(s, sort=True)[0][:, None].astype(float))
     x = np.hstack(parts) if parts else np.zeros((len(both), 1))
+    x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     return x[:len(tr)], x[len(tr):]
 
 
@@ -269,6 +270,14 @@ def values(expr, needs_dense, xtr, y, xte):
     return np.asarray(model.predict(xte), dtype=float)
 
 
+def _multi_output(expr):
+    from sklearn.utils import get_tags
+    try:
+        return bool(get_tags(build(expr)).target_tags.multi_output)
+    except Exception:  # an estimator without tags: fit targets one by one
+        return False
+
+
 def _clip_probs(p, eps=1e-3):
     p = np.clip(p, eps, 1.0)
     return p / p.sum(1, keepdims=True)
@@ -325,8 +334,11 @@ def predict(cfg, tr, te):
         return hist[:, -1:] + slope[:, None] * np.arange(1, len(targets) + 1)[None, :]
     xtr, xte = featurize(tr, te, cfg, sol["features"])
     yt = np.log1p(np.clip(y, 0, None)) if log else y
-    out = np.stack([values(sol["model"], sol["dense"], xtr, yt[:, j], xte)
-                    for j in range(y.shape[1])], 1)
+    if yt.shape[1] > 1 and _multi_output(sol["model"]):  # one fit for all targets
+        out = values(sol["model"], sol["dense"], xtr, yt, xte).reshape(len(te), -1)
+    else:
+        out = np.stack([values(sol["model"], sol["dense"], xtr, yt[:, j], xte)
+                        for j in range(y.shape[1])], 1)
     return np.clip(np.expm1(out), 0, None) if log else out
 
 

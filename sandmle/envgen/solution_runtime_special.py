@@ -1,7 +1,7 @@
 """Runtime of the reference solutions for token normalisation and pixel reconstruction.
 
 Copied verbatim into those scripts (see solutions.py) with a CFG dict and `main(CFG)`;
-it imports nothing from sandmle. Inputs: ./input/train.csv, ./input/test.csv and, for
+it needs only numpy, pandas, scipy, scikit-learn and Pillow. Inputs: ./input/train.csv, ./input/test.csv and, for
 reconstruction, ./input/images/{train,train_cleaned,test}/<image>.png.
 """
 

@@ -58,28 +58,29 @@ _CLASSIFIERS = [
      "LogisticRegression(C=1.0, max_iter=3000))", False, False),
     ("lda", "medium", "model", "main", "LinearDiscriminantAnalysis(solver='lsqr', "
      "shrinkage='auto')", True, False),
-    ("alt-random-forest", "medium", "model", "alt", "RandomForestClassifier(200, "
+    ("alt-random-forest", "medium", "model", "alt", "RandomForestClassifier(100, "
      "random_state=0, n_jobs=1)", False, False),
     ("mlp", "medium", "model", "main", "make_pipeline(StandardScaler(), "
-     "MLPClassifier((64,), alpha=1e-2, max_iter=600, random_state=0))", True, True),
+     "MLPClassifier(hidden_layer_sizes=(64,), alpha=1e-2, max_iter=600, "
+     "random_state=0))", True, True),
     ("logreg-tuned", "strong", "model", "main", "make_pipeline(StandardScaler(with_mean="
      "False), LogisticRegression(C=0.1, max_iter=3000))", False, False),
-    ("random-forest", "strong", "model", "main", "RandomForestClassifier(400, "
+    ("random-forest", "strong", "model", "main", "RandomForestClassifier(200, "
      "min_samples_leaf=1, random_state=0, n_jobs=1)", False, False),
-    ("extra-trees", "strong", "model", "main", "ExtraTreesClassifier(500, random_state=0, "
+    ("extra-trees", "strong", "model", "main", "ExtraTreesClassifier(200, random_state=0, "
      "n_jobs=1)", False, False),
-    ("hist-gbm", "strong", "model", "main", "HistGradientBoostingClassifier(max_iter=200, "
-     "learning_rate=0.05, min_samples_leaf=5, random_state=0)", True, False),
-    ("gbm", "strong", "model", "main", "GradientBoostingClassifier(n_estimators=150, "
+    ("hist-gbm", "strong", "model", "main", "HistGradientBoostingClassifier(max_iter=100, "
+     "learning_rate=0.1, min_samples_leaf=5, random_state=0)", True, False),
+    ("gbm", "strong", "model", "main", "GradientBoostingClassifier(n_estimators=100, "
      "max_depth=2, learning_rate=0.1, random_state=0)", True, True),
     ("svc-rbf", "strong", "model", "main", "make_pipeline(StandardScaler(with_mean=False), "
      "SVC(C=3.0, probability=True, random_state=0))", False, True),
-    ("calibrated-linear-svc", "strong", "model", "main", "CalibratedClassifierCV("
-     "make_pipeline(StandardScaler(with_mean=False), LinearSVC(C=0.05)), cv=3)", False, False),
+    ("l1-logreg", "strong", "model", "main", "make_pipeline(StandardScaler(with_mean=False), "
+     "LogisticRegression(l1_ratio=1.0, solver='saga', C=0.5, max_iter=3000))", False, False),
     ("soft-vote", "strong", "model", "main", "VotingClassifier([('lr', make_pipeline("
      "StandardScaler(), LogisticRegression(C=0.3, max_iter=3000))), ('rf', "
-     "RandomForestClassifier(300, random_state=0)), ('hgb', HistGradientBoostingClassifier("
-     "max_iter=150, learning_rate=0.05, random_state=0))], voting='soft')", True, False),
+     "RandomForestClassifier(100, random_state=0)), ('hgb', HistGradientBoostingClassifier("
+     "max_iter=100, learning_rate=0.05, random_state=0))], voting='soft')", True, False),
 ]
 
 _REGRESSORS = [
@@ -105,23 +106,24 @@ _REGRESSORS = [
      "KNeighborsRegressor(15, weights='distance'))", False, False),
     ("tree-depth6", "medium", "model", "main", "DecisionTreeRegressor(max_depth=6, "
      "min_samples_leaf=3, random_state=0)", False, False),
-    ("alt-random-forest", "medium", "model", "alt", "RandomForestRegressor(200, "
+    ("alt-random-forest", "medium", "model", "alt", "RandomForestRegressor(100, "
      "random_state=0)", False, False),
-    ("random-forest", "strong", "model", "main", "RandomForestRegressor(400, "
+    ("random-forest", "strong", "model", "main", "RandomForestRegressor(200, "
      "random_state=0)", False, False),
-    ("extra-trees", "strong", "model", "main", "ExtraTreesRegressor(500, random_state=0)",
+    ("extra-trees", "strong", "model", "main", "ExtraTreesRegressor(200, random_state=0)",
      False, False),
-    ("hist-gbm", "strong", "model", "main", "HistGradientBoostingRegressor(max_iter=300, "
-     "learning_rate=0.05, min_samples_leaf=5, random_state=0)", True, False),
-    ("gbm", "strong", "model", "main", "GradientBoostingRegressor(n_estimators=200, "
-     "max_depth=3, learning_rate=0.05, random_state=0)", True, True),
+    ("hist-gbm", "strong", "model", "main", "HistGradientBoostingRegressor(max_iter=150, "
+     "learning_rate=0.1, min_samples_leaf=5, random_state=0)", True, False),
+    ("gbm", "strong", "model", "main", "GradientBoostingRegressor(n_estimators=120, "
+     "max_depth=3, learning_rate=0.08, random_state=0)", True, True),
     ("svr-rbf", "medium", "model", "main", "make_pipeline(StandardScaler(), SVR(C=10.0))",
      True, True),
-    ("mlp", "medium", "model", "main", "make_pipeline(StandardScaler(), MLPRegressor((64,), "
+    ("mlp", "medium", "model", "main", "make_pipeline(StandardScaler(), "
+     "MLPRegressor(hidden_layer_sizes=(64,), "
      "alpha=1e-2, max_iter=1500, random_state=0))", True, True),
     ("vote", "strong", "model", "main", "VotingRegressor([('ridge', make_pipeline("
-     "StandardScaler(), Ridge(alpha=1.0))), ('rf', RandomForestRegressor(300, "
-     "random_state=0)), ('hgb', HistGradientBoostingRegressor(max_iter=200, "
+     "StandardScaler(), Ridge(alpha=1.0))), ('rf', RandomForestRegressor(100, "
+     "random_state=0)), ('hgb', HistGradientBoostingRegressor(max_iter=100, "
      "learning_rate=0.05, random_state=0))])", True, False),
 ]
 
@@ -173,7 +175,7 @@ _PIXEL = [
     ("random", "trivial", "random", 0, False, None, False),
     ("identity", "weak", "identity", 0, False, None, False),
     ("linear-intensity", "weak", "linear", 0, False, None, False),
-    ("threshold", "weak", "threshold", 0, False, None, False),
+    ("threshold", "medium", "threshold", 0, False, None, False),
     ("median-filter", "weak", "median", 0, False, None, False),
     ("background-subtract", "medium", "background", 0, False, None, False),
     ("patch1-ridge", "medium", "model", 1, False, "Ridge(alpha=1.0)", False),
@@ -192,7 +194,7 @@ _PIXEL = [
     ("patch2-bg-hist-gbm", "strong", "model", 2, True, "HistGradientBoostingRegressor("
      "max_iter=300, learning_rate=0.05, random_state=0)", False),
     ("patch2-mlp", "strong", "model", 2, False, "make_pipeline(StandardScaler(), "
-     "MLPRegressor((32,), max_iter=300, random_state=0))", True),
+     "MLPRegressor(hidden_layer_sizes=(32,), max_iter=300, random_state=0))", True),
     ("patch1-bg-gbm", "strong", "model", 1, True, "GradientBoostingRegressor("
      "n_estimators=150, max_depth=3, random_state=0)", True),
 ]

@@ -1,10 +1,12 @@
 """Code that runs inside a job's forked processes (never in the caller).
 
-Process tree of one job (isolated modes):
-  worker ── A (new namespaces, mounts) ── B (pid 1: /proc, drop uid, rlimits,
-  reaper) ── C (the job). When C exits, B reports C's wait status and exits, so
-  the kernel kills whatever C left behind. In 'none' mode the worker forks C
-  directly.
+Process tree of one job:
+  'root' and 'none': worker ── C (namespaces and mounts, uid drop, rlimits, then
+  the job): one fork of the large warm worker per job, the dominant cost.
+  'userns': worker ── A (new namespaces, mounts) ── B (pid 1: /proc, capability
+  drop, rlimits, reaper) ── C (the job). When C exits, B reports C's wait
+  status and exits, so the kernel kills whatever C left behind (without a uid
+  of its own, killing by uid is not possible there).
 
 Every function here ends in os._exit: a forked copy of the worker must never
 return into the worker's loop.
@@ -18,6 +20,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import traceback
 import types
 from typing import Any
@@ -113,7 +116,7 @@ def _run_python(job: dict[str, Any]) -> None:
         _report({"exit": "SystemExit", "code": exit_code})
     except BaseException as e:  # noqa: BLE001 - every failure becomes a status
         _report({"exc": type(e).__name__, "memory": isinstance(e, MemoryError),
-                 "errno": getattr(e, "errno", None)})
+                 "errno": getattr(e, "errno", None) if isinstance(getattr(e, "errno", None), int) else None})
         try:
             tb = e.__traceback__
             traceback.print_exception(type(e), e, tb.tb_next if tb is not None else None)
@@ -123,6 +126,10 @@ def _run_python(job: dict[str, Any]) -> None:
             except OSError:
                 pass
         exit_code = 1
+    try:  # like interpreter exit: wait for non-daemon threads the job started
+        threading._shutdown()  # noqa: SLF001 - the hook Python itself runs at exit
+    except BaseException:  # noqa: BLE001
+        pass
     _exit_after_flush(exit_code)
 
 
@@ -158,6 +165,11 @@ def child_main(mode: str, job: dict[str, Any], uid: int, threads: int,
             os.chdir(job["workdir"])
             isolation.apply_rlimits(limits)
             _job_main(job, env, fds)
+        if mode == "root":
+            isolation.enter_namespaces(mode, job, limits["tmp_bytes"], expose)
+            isolation.drop_privileges(mode, uid)
+            isolation.apply_rlimits(limits)
+            _job_main(job, env, fds)
         # B (pid 1) forwards the worker's SIGTERM; A only waits, and dies by SIGKILL.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         isolation.enter_namespaces(mode, job, limits["tmp_bytes"], expose)
@@ -176,10 +188,12 @@ def child_main(mode: str, job: dict[str, Any], uid: int, threads: int,
         _, status = os.waitpid(b, 0)
         os._exit(os.waitstatus_to_exitcode(status) & 0xFF if os.WIFEXITED(status) else 125)
     except BaseException as e:  # noqa: BLE001 - setup failed: say so, exit 125
-        try:
-            os.write(fds["err_w"], f"sandbox setup failed: {type(e).__name__}: {e}\n".encode())
-        except OSError:
-            pass
+        msg = f"sandbox setup failed: {type(e).__name__}: {e}"
+        for fd, data in ((fds["err_w"], msg + "\n"), (fds["rep_w"], json.dumps({"setup": msg}) + "\n")):
+            try:
+                os.write(fd, data.encode())
+            except OSError:
+                pass
         os._exit(125)
 
 
@@ -207,7 +221,7 @@ def _forward_term(*_: Any) -> None:
 
 def _init_main(mode: str, job: dict[str, Any], uid: int, env: dict[str, str],
                fds: dict[str, int]) -> None:
-    """Process B: pid 1 of the job's pid namespace."""
+    """Process B (userns mode): pid 1 of the job's pid namespace."""
     try:
         os.setpgid(0, 0)
         isolation.become_init(mode, uid)

@@ -8,7 +8,12 @@ import ml_collections
 
 from sandmle.sandbox.job import Limits
 
-DEFAULT_PREIMPORT = ("numpy", "pandas", "scipy", "sklearn")
+# What typical solution scripts import; each forked job then starts with them
+# loaded. More modules make the worker larger and each fork a little slower.
+DEFAULT_PREIMPORT = ("numpy", "pandas", "scipy", "sklearn", "sklearn.base",
+                     "sklearn.pipeline", "sklearn.preprocessing", "sklearn.impute",
+                     "sklearn.compose", "sklearn.linear_model", "sklearn.ensemble",
+                     "sklearn.model_selection", "sklearn.metrics")
 
 
 def default_limits() -> ml_collections.ConfigDict:
@@ -25,9 +30,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.preimport = list(DEFAULT_PREIMPORT)
     c.limits = default_limits()
     c.isolation = "auto"  # 'auto' | 'strict' | 'none'
-    # Jobs run as uid_base + worker slot (root only): one uid per slot keeps
-    # RLIMIT_NPROC, which counts per uid, from coupling concurrent jobs.
-    c.uid_base = 61000
+    # As root, each worker claims its own job uid in [uid_base, uid_base +
+    # uid_count) machine-wide: RLIMIT_NPROC counts per uid, and leftovers are
+    # killed by uid, so no two live workers may share one.
+    c.uid_base = 62000
+    c.uid_count = 1000
     c.kill_grace_s = 1.0  # SIGTERM -> SIGKILL delay
     c.threads_per_job = 1  # OMP/OpenBLAS/MKL threads inside a job
     c.hidden = []  # host paths hidden from every job (besides each job's own)

@@ -61,6 +61,7 @@ class _WorkerHandle:
             start_new_session=True, close_fds=True)
         self._buf = b""
         self.mode: str | None = None
+        self.uid: int | None = None
         self.pid = self.proc.pid
 
     def read_msg(self, deadline: float) -> dict[str, Any]:
@@ -85,6 +86,7 @@ class _WorkerHandle:
             self.kill()
             raise RuntimeError(f"sandbox worker failed to start: {msg.get('error')}")
         self.mode = msg["mode"]
+        self.uid = msg.get("uid")
 
     def send(self, obj: dict[str, Any]) -> None:
         try:
@@ -123,7 +125,7 @@ class LocalFarm:
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
-        if config.isolation not in ("auto", "strict", "none"):
+        if config.isolation not in ("auto", "strict", "none", "userns"):
             raise ValueError(f"farm.isolation must be auto, strict or none, got {config.isolation!r}")
         if int(config.num_workers) < 1:
             raise ValueError(f"farm.num_workers must be >= 1, got {config.num_workers!r}")
@@ -163,6 +165,7 @@ class LocalFarm:
     def _spawn(self, slot: int) -> _WorkerHandle:
         c = self.config
         settings = {"slot": slot, "isolation": c.isolation, "uid_base": int(c.uid_base),
+                    "uid_count": int(c.uid_count),
                     "kill_grace_s": float(c.kill_grace_s), "preimport": list(c.preimport),
                     "threads_per_job": int(c.threads_per_job), "hidden": list(c.hidden)}
         return _WorkerHandle(settings, self.python)
@@ -187,6 +190,12 @@ class LocalFarm:
     def _run(self, slot: int, wire: dict[str, Any]) -> Result:
         h = self._handles[slot]
         if h is None:
+            self._replace(slot)
+            h = self._handles[slot]
+            if h is None:
+                return Result(wire["job_id"], "crashed", worker=slot,
+                              error="no sandbox worker could be started for this job")
+        if h.proc.poll() is not None:  # died while idle: replace it before use
             self._replace(slot)
             h = self._handles[slot]
             if h is None:
@@ -237,6 +246,10 @@ class LocalFarm:
             with self._lock:
                 self._counts["error"] += 1
             return _resolved(Result(job_id, "error", error=f"invalid job: {e}"))
+        return self.submit_wire(wire)
+
+    def submit_wire(self, wire: dict[str, Any]) -> concurrent.futures.Future:
+        """Queues an already validated job in its wire form (used by the Ray actors)."""
         fut: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
             self._submitted += 1
@@ -248,7 +261,8 @@ class LocalFarm:
             return {"backend": "local", "jobs": self._submitted, "restarts": self._restarts,
                     "by_status": dict(self._counts), "isolation": self.mode,
                     "workers": len(self._handles),
-                    "worker_pids": [h.pid if h else None for h in self._handles]}
+                    "worker_pids": [h.pid if h else None for h in self._handles],
+                    "worker_uids": [h.uid if h else None for h in self._handles]}
 
     def close(self) -> None:
         """Finishes queued jobs, then stops the workers."""

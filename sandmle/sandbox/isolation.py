@@ -23,6 +23,7 @@ import ctypes.util
 import os
 import resource
 import signal
+import time
 from typing import Any
 
 CLONE_NEWNS = 0x00020000
@@ -118,10 +119,14 @@ NS_FLAGS = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWU
 
 def resolve(requested: str) -> str:
     """Maps 'auto' | 'strict' | 'none' to the mode this process can use."""
-    if requested not in ("auto", "strict", "none"):
+    if requested not in ("auto", "strict", "none", "userns"):
         raise IsolationError(f"isolation must be 'auto', 'strict' or 'none', got {requested!r}")
     if requested == "none":
         return "none"
+    if requested == "userns":  # force the unprivileged path (tests, or root without setuid)
+        if _probe(NS_FLAGS, userns=True):
+            return "userns"
+        raise IsolationError("isolation='userns' but user namespaces are unavailable")
     if os.geteuid() == 0 and _probe(NS_FLAGS, userns=False):
         return "root"
     if _probe(NS_FLAGS, userns=True):
@@ -196,7 +201,10 @@ def enter_namespaces(mode: str, job: dict[str, Any], tmp_bytes: int,
         unshare(NS_FLAGS | CLONE_NEWUSER)
         _write_id_maps(uid, gid)
     else:
-        unshare(NS_FLAGS)
+        # No pid namespace as root: it would cost a second fork of the (large)
+        # worker per job. Leftovers are killed by uid instead (kill_uid), and a
+        # hidepid /proc keeps other users' processes out of sight.
+        unshare(NS_FLAGS & ~CLONE_NEWPID)
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     if mode == "root":
         _expose(expose)
@@ -224,11 +232,18 @@ def enter_namespaces(mode: str, job: dict[str, Any], tmp_bytes: int,
         mount(f"/proc/self/fd/{wfd}", workdir, None, MS_BIND | MS_REC)
     os.close(wfd)
     os.chdir(workdir)
+    if mode == "root":
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
 
 
 def become_init(mode: str, uid: int) -> None:
-    """Runs in pid 1 of the new pid namespace: a private /proc, then drop privileges."""
+    """Runs in pid 1 of the new pid namespace (userns mode): a private /proc, no privileges."""
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    drop_privileges(mode, uid)
+
+
+def drop_privileges(mode: str, uid: int) -> None:
+    """Root: become `uid` (no groups). Userns: a nested namespace without capabilities."""
     if mode == "root":
         os.setgroups([])
         os.setresgid(uid, uid, uid)
@@ -273,3 +288,67 @@ def apply_rlimits(limits: dict[str, Any]) -> None:
             f.write("1000")
     except OSError:
         pass
+
+
+def kill_uid(uid: int, timeout_s: float = 5.0) -> None:
+    """SIGKILLs every process running as `uid` (the worker slot's job uid).
+
+    kill(-1) sent with that uid reaches exactly the processes whose real or
+    saved uid is `uid`: daemons that left the job's process group included,
+    found by the kernel without scanning /proc. The saved uid stays 0 so the
+    worker can switch back. Repeated until no child is left, which also
+    catches processes forked meanwhile.
+    """
+    if os.geteuid() != 0 or uid == 0:
+        raise IsolationError("kill_uid needs root and a non-root target uid")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        os.setresuid(uid, uid, 0)
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except OSError:
+            pass
+        finally:
+            os.setresuid(0, 0, 0)
+        # Killed orphans are re-parented to us (a subreaper); done once none is left.
+        if not reap_children() or time.monotonic() > deadline:
+            return
+        time.sleep(0.001)
+
+
+def reap_children() -> bool:
+    """Collects exited children; True while some child is still running."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if pid == 0:
+            return True
+
+
+UID_LOCK_DIR = "/tmp/sandmle-sandbox-uids"
+
+
+def claim_uid(base: int, count: int) -> tuple[int, int]:
+    """Claims a job uid no other live worker on this machine holds.
+
+    Several farms may share a machine (two trainers, pytest-xdist); sharing a
+    uid would let one worker's kill_uid end another's jobs and would couple
+    their RLIMIT_NPROC counts. The claim is an flock held for the worker's
+    lifetime and released by the kernel when it dies. Returns (uid, lock fd).
+    """
+    import fcntl
+
+    os.makedirs(UID_LOCK_DIR, mode=0o700, exist_ok=True)
+    start = os.getpid() % count  # spread the search so starts rarely collide
+    for i in range(count):
+        uid = base + (start + i) % count
+        fd = os.open(os.path.join(UID_LOCK_DIR, f"{uid}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        return uid, fd
+    raise IsolationError(f"all {count} job uids from {base} are in use by other workers")

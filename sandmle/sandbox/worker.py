@@ -176,7 +176,7 @@ def _sweep_orphans() -> int:
 
 
 def _classify(sv: _Supervisor, raw: int | None, report: dict[str, Any],
-              peak: int, base_as: int) -> tuple[str, int | None, str | None]:
+              peak: int) -> tuple[str, int | None, str | None]:
     """(status, exit_code, error) from how the job ended."""
     if sv.reason is not None:
         return sv.reason, None, sv.detail
@@ -217,12 +217,17 @@ class Worker:
         self.grace = float(settings.get("kill_grace_s", 1.0))
         self.threads = int(settings.get("threads_per_job", 1))
         self.mode = isolation.resolve(settings.get("isolation", "auto"))
-        self.uid = int(settings.get("uid_base", 61000)) + self.slot if self.mode == "root" else None
+        self.uid: int | None = None
+        if self.mode == "root":
+            self.uid, self._uid_lock = isolation.claim_uid(int(settings.get("uid_base", 62000)),
+                                                           int(settings.get("uid_count", 1000)))
         self.extra_hidden = [os.path.abspath(h) for h in settings.get("hidden", [])]
         # The interpreter and its libraries must stay reachable after the uid drop.
         needed = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
         needed += [p for p in sys.path if p and os.path.isdir(p)]
         self.expose = isolation.expose_plan(needed) if self.mode == "root" else []
+        if self.uid is not None:  # a previous worker of this slot may have died mid-job
+            isolation.kill_uid(self.uid)
 
     def run(self, job: dict[str, Any]) -> Result:
         """Runs one job to completion; every failure becomes a Result."""
@@ -236,13 +241,19 @@ class Worker:
         except OSError as e:
             return Result(job["job_id"], "error", error=f"bad workdir: {e}", worker=self.slot)
         pipes = {}
-        for name in ("out", "err", "rep") + (("init",) if self.mode != "none" else ()):
+        for name in ("out", "err", "rep") + (("init",) if self.mode == "userns" else ()):
             r, w = os.pipe()
             pipes[f"{name}_r"], pipes[f"{name}_w"] = r, w
         for k in ("out_r", "err_r", "rep_r", "init_r"):
             if k in pipes:
                 os.set_blocking(pipes[k], False)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            for fd in pipes.values():
+                os.close(fd)
+            return Result(job["job_id"], "crashed", worker=self.slot,
+                          error=f"the worker could not fork the job: {e}")
         if pid == 0:
             child.child_main(self.mode, job, self.uid or 0, self.threads, pipes, self.expose)
         try:
@@ -255,32 +266,38 @@ class Worker:
         sv = _Supervisor(pid, pipes, job, self.grace)
         sv.watch(t0, job["workdir"], skip, base_bytes)
         _, wstatus, ru = os.wait4(pid, 0)
-        # Whatever the job left in its process group or re-parented to us dies now
-        # (in isolated modes the pid namespace already took them).
+        # Whatever the job left behind dies now: its process group, then (root)
+        # every process of the job uid, or (none) every orphan re-parented to us.
+        # In userns mode the job's pid namespace already took them.
         try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        if self.mode == "none":
+        if self.mode == "root":
+            isolation.kill_uid(self.uid)
+        elif self.mode == "none":
             _sweep_orphans()
         sv.drain(timeout=1.0)
         wall = time.monotonic() - t0
         raw: int | None = wstatus
-        if self.mode != "none":
-            lines = [x for x in sv.small_text(pipes["init_r"]).splitlines()
-                     if x.strip().lstrip("-").isdigit()]
-            raw = int(lines[-1]) if lines else None
-            if raw is None and sv.reason is None and os.WIFEXITED(wstatus) and os.WEXITSTATUS(wstatus) == 125:
-                return self._finish(job, sv, "crashed", None, "sandbox setup failed (see stderr)",
-                                    wall, ru, before, base_bytes, skip)
         report: dict[str, Any] = {}
         for line in sv.small_text(pipes["rep_r"]).splitlines():
             try:
                 report = json.loads(line)
             except ValueError:
                 pass
+        if "setup" in report and sv.reason is None:
+            return self._finish(job, sv, "crashed", None, str(report["setup"]),
+                                wall, ru, before, base_bytes, skip)
+        if self.mode == "userns":
+            lines = [x for x in sv.small_text(pipes["init_r"]).splitlines()
+                     if x.strip().lstrip("-").isdigit()]
+            raw = int(lines[-1]) if lines else None
+            if raw is None and sv.reason is None and os.WIFEXITED(wstatus) and os.WEXITSTATUS(wstatus) == 125:
+                return self._finish(job, sv, "crashed", None, "sandbox setup failed (see stderr)",
+                                    wall, ru, before, base_bytes, skip)
         peak = ru.ru_maxrss * 1024
-        status, code, error = _classify(sv, raw, report, peak, 0)
+        status, code, error = _classify(sv, raw, report, peak)
         return self._finish(job, sv, status, code, error, wall, ru, before, base_bytes, skip)
 
     def _finish(self, job, sv, status, code, error, wall, ru, before, base_bytes, skip) -> Result:
@@ -338,7 +355,8 @@ def main(argv: list[str]) -> None:
     gc.collect()
     gc.freeze()
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    send({"ready": True, "mode": worker.mode, "pid": os.getpid(), "slot": worker.slot})
+    send({"ready": True, "mode": worker.mode, "pid": os.getpid(), "slot": worker.slot,
+          "uid": worker.uid})
     for line in sys.stdin:
         if not line.strip():
             continue

@@ -17,3 +17,7 @@ def farm():
 @pytest.fixture
 def task(tmp_path):
     return make_task(str(tmp_path))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "soak: long mixed-job soak of the sandbox farm (~1 min)")

@@ -147,3 +147,11 @@ def test_closed_farm_and_bad_config(tmp_path):
     assert fut.result().status == "ok"  # queued work finishes before close returns
     r = f.submit(Job(workdir=str(tmp_path / "wd"), code="print(1)")).result()
     assert r.status == "error" and "closed" in r.error
+
+
+def test_non_daemon_threads_finish_before_exit(farm, tmp_path):
+    code = ("import threading, time\n"
+            "def late():\n    time.sleep(0.3)\n    open('late.txt', 'w').write('done')\n"
+            "threading.Thread(target=late).start()\nprint('main done')")
+    r = farm.submit(job(tmp_path, code)).result()
+    assert r.status == "ok" and r.files == ["late.txt"], r

@@ -59,8 +59,8 @@ def _pixel_rows(img_ids: list[str], imgs: np.ndarray) -> pd.DataFrame:
 
 def generate(dna: TaskDNA, seed: int, n_train: int, n_test: int) -> core.GeneratedData:
     """n_train / n_test count images; the tables have one row per pixel."""
-    if n_train > 2000:  # 'full' for pixel tasks: 2000 images is ~10^5-10^6 pixel rows
-        n_train = 2000
+    # 'full' for pixel tasks: 2000 train / 500 test images are already ~10^5-10^6 pixel rows
+    n_train, n_test = min(n_train, 2000), min(n_test, 500)
     size = int(dna.input_shape["image_size"])
     z_tr, z_te = core.sample_latents(dna, seed, n_train, n_test)
     rng = core.stream(dna, seed, "render-denoise")

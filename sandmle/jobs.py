@@ -1,0 +1,62 @@
+"""The job registry: `config.job` names what `sandmle.main` runs.
+
+`JOBS` maps a short name to `"module:function"`; modules import lazily, so the
+registry costs nothing until a job runs and a job's heavy imports never slow the
+others. `config.job` may also be a literal `"module:function"`. Every job is called
+as `fn(config, workdir)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import ml_collections
+from absl import logging
+
+JOBS: dict[str, str] = {
+    # The frame's end-to-end check: a sharded MLP regression with metrics,
+    # checkpoints and exact resume (configs/regression.py).
+    "regression": "sandmle.regression:train_and_evaluate",
+}
+
+
+class UnknownJobError(ValueError):
+    """`config.job` names no registered job and no importable function."""
+
+
+def resolve(job: str) -> Callable[[ml_collections.ConfigDict, str], Any]:
+    """The function for a job name or a `module:function` string."""
+    if not isinstance(job, str) or not job:
+        raise UnknownJobError(f"config.job must be a job name or 'module:function', "
+                              f"got {job!r}; known jobs: {', '.join(sorted(JOBS))}")
+    target = JOBS.get(job, job)
+    if ":" not in target:
+        raise UnknownJobError(f"unknown job {job!r}; known jobs: {', '.join(sorted(JOBS))} "
+                              f"(or give 'module:function')")
+    module_name, _, fn_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):
+            raise UnknownJobError(f"job {job!r}: no module {module_name!r}; known jobs: "
+                                  f"{', '.join(sorted(JOBS))}") from e
+        raise  # the module exists but one of its own imports failed: show that
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise UnknownJobError(f"job {job!r}: module {module_name!r} has no function "
+                              f"{fn_name!r}")
+    return fn
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, multihost: bool = False) -> Any:
+    """Initialises multi-host if asked, writes the resolved config, runs the job."""
+    from sandmle import config_lib, parallel
+    fn = resolve(config.get("job", ""))
+    parallel.maybe_initialize_distributed(bool(config.get("multihost", False) or multihost))
+    import jax
+    if jax.process_index() == 0:
+        json_path, _ = config_lib.write_config(config, workdir)
+        logging.info("resolved config written to %s", json_path)
+    return fn(config, workdir)

@@ -1,0 +1,152 @@
+"""Qwen3 building blocks: annotated parameters, RMSNorm, attention with a KV cache, MLP.
+
+Every parameter carries its logical axes in the `out_sharding` metadata (names from
+sandmle.parallel.DEFAULT_RULES). Variables are created with eager sharding off so a
+model also builds outside a mesh; `qwen3.create_sharded` places them by those names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from sandmle.models.config import Qwen3Config
+from sandmle.models.rope import apply_rope
+from sandmle.parallel import with_logical_constraint
+
+Initializer = Callable[..., jax.Array]
+
+# Additive mask value: finite so that fully masked rows (padding queries) give a uniform
+# softmax instead of NaN.
+_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+def make_param(rngs: nnx.Rngs | None, init: Initializer, shape: Sequence[int],
+               axes: Sequence[str | None], dtype: Any) -> nnx.Param:
+    """An nnx.Param with logical axes `axes` (one name per dimension)."""
+    if len(axes) != len(shape):
+        raise ValueError(f"axes {axes} do not match shape {shape}")
+    key = rngs.params() if rngs is not None else jax.random.key(0)
+    return nnx.Param(init(key, tuple(shape), dtype), out_sharding=tuple(axes),
+                     eager_sharding=False)
+
+
+def normal_init(stddev: float) -> Initializer:
+    return nnx.initializers.normal(stddev)
+
+
+class RMSNorm(nnx.Module):
+    """RMSNorm in float32, scaled after casting back (as transformers' Qwen3RMSNorm)."""
+
+    def __init__(self, dim: int, eps: float, param_dtype: Any, rngs: nnx.Rngs | None = None):
+        self.eps = eps
+        self.scale = make_param(None, nnx.initializers.ones, (dim,), ("norm",), param_dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dtype = x.dtype
+        h = x.astype(jnp.float32)
+        h = h * jax.lax.rsqrt(jnp.mean(h * h, axis=-1, keepdims=True) + self.eps)
+        return self.scale[...].astype(dtype) * h.astype(dtype)
+
+
+class MLP(nnx.Module):
+    """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, cfg: Qwen3Config, intermediate_size: int, rngs: nnx.Rngs):
+        init = normal_init(cfg.initializer_range)
+        e, i, pd = cfg.hidden_size, intermediate_size, cfg.weight_dtype
+        self.gate_proj = make_param(rngs, init, (e, i), ("embed", "mlp"), pd)
+        self.up_proj = make_param(rngs, init, (e, i), ("embed", "mlp"), pd)
+        self.down_proj = make_param(rngs, init, (i, e), ("mlp", "embed"), pd)
+        self.dtype = cfg.compute_dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dt = self.dtype
+        g = jnp.einsum("bte,ei->bti", x, self.gate_proj[...].astype(dt))
+        u = jnp.einsum("bte,ei->bti", x, self.up_proj[...].astype(dt))
+        h = with_logical_constraint(jax.nn.silu(g) * u, ("act_batch", "act_length", "act_mlp"))
+        return jnp.einsum("bti,ie->bte", h, self.down_proj[...].astype(dt))
+
+
+class Attention(nnx.Module):
+    """Grouped-query attention with q/k RMSNorm, RoPE, padding masks and a KV cache."""
+
+    def __init__(self, cfg: Qwen3Config, rngs: nnx.Rngs):
+        init = normal_init(cfg.initializer_range)
+        e, h, k, d, pd = (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads,
+                          cfg.head_dim, cfg.weight_dtype)
+        self.q_proj = make_param(rngs, init, (e, h, d), ("embed", "q_heads", "head_dim"), pd)
+        self.k_proj = make_param(rngs, init, (e, k, d), ("embed", "kv_heads", "head_dim"), pd)
+        self.v_proj = make_param(rngs, init, (e, k, d), ("embed", "kv_heads", "head_dim"), pd)
+        self.o_proj = make_param(rngs, init, (h, d, e), ("q_heads", "head_dim", "embed"), pd)
+        if cfg.attention_bias:
+            zeros = nnx.initializers.zeros
+            self.q_bias = make_param(None, zeros, (h, d), ("q_heads", "head_dim"), pd)
+            self.k_bias = make_param(None, zeros, (k, d), ("kv_heads", "head_dim"), pd)
+            self.v_bias = make_param(None, zeros, (k, d), ("kv_heads", "head_dim"), pd)
+            self.o_bias = make_param(None, zeros, (e,), ("embed",), pd)
+        self.q_norm = RMSNorm(d, cfg.rms_norm_eps, pd)
+        self.k_norm = RMSNorm(d, cfg.rms_norm_eps, pd)
+        self.num_heads, self.num_kv_heads, self.head_dim = h, k, d
+        self.attention_bias = cfg.attention_bias
+        self.dtype = cfg.compute_dtype
+
+    def _project(self, x: jax.Array, name: str) -> jax.Array:
+        w = getattr(self, f"{name}_proj")[...].astype(self.dtype)
+        y = jnp.einsum("bte,ehd->bthd", x, w)
+        if self.attention_bias:
+            y = y + getattr(self, f"{name}_bias")[...].astype(self.dtype)
+        return y
+
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array,
+                 attention_mask: jax.Array, layer_cache: dict | None = None,
+                 cache_mask: jax.Array | None = None, cache_index: jax.Array | None = None
+                 ) -> tuple[jax.Array, dict | None]:
+        """x [B, T, E]; attention_mask [B, T] (True = real token).
+
+        With `layer_cache` ({'k','v'}: [B, S, kv_heads, head_dim]), the new keys/values are
+        written at slots cache_index[b] + t, and queries attend to the slots up to their
+        own whose `cache_mask` [B, S] entry (already updated) is True.
+        """
+        q = self.q_norm(self._project(x, "q"))
+        k = self.k_norm(self._project(x, "k"))
+        v = self._project(x, "v")
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q = with_logical_constraint(q, ("act_batch", "act_length", "act_heads", None))
+        t = x.shape[1]
+        if layer_cache is None:
+            keys, values, key_mask = k, v, attention_mask
+            q_slots = jnp.broadcast_to(jnp.arange(t)[None], attention_mask.shape)
+        else:
+            write = jax.vmap(lambda buf, new, i: jax.lax.dynamic_update_slice_in_dim(
+                buf, new.astype(buf.dtype), i, axis=0))
+            keys = write(layer_cache["k"], k, cache_index)
+            values = write(layer_cache["v"], v, cache_index)
+            kv_names = ("act_batch", "cache_length", "act_kv_heads", None)
+            keys = with_logical_constraint(keys, kv_names)
+            values = with_logical_constraint(values, kv_names)
+            layer_cache = {"k": keys, "v": values}
+            key_mask = cache_mask
+            q_slots = cache_index[:, None] + jnp.arange(t)[None]
+        k_slots = jnp.arange(keys.shape[1])
+        # [B, T, S]: causal in slot order, and only real (unpadded) keys.
+        mask = key_mask[:, None, :] & (k_slots[None, None, :] <= q_slots[:, :, None])
+
+        b, _, h, d = q.shape
+        g = h // self.num_kv_heads
+        qg = q.reshape(b, t, self.num_kv_heads, g, d)
+        scores = jnp.einsum("btkgd,bskd->bkgts", qg, keys.astype(self.dtype),
+                            preferred_element_type=jnp.float32) * (d ** -0.5)
+        scores = jnp.where(mask[:, None, None], scores, _MASK_VALUE)
+        probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+        out = jnp.einsum("bkgts,bskd->btkgd", probs, values.astype(self.dtype))
+        out = out.reshape(b, t, h, d)
+        out = with_logical_constraint(out, ("act_batch", "act_length", "act_heads", None))
+        y = jnp.einsum("bthd,hde->bte", out, self.o_proj[...].astype(self.dtype))
+        if self.attention_bias:
+            y = y + self.o_bias[...].astype(self.dtype)
+        return y, layer_cache

@@ -1,0 +1,1 @@
+"""Learning: advantage estimators, policy/value losses, the sharded train step, SFT."""

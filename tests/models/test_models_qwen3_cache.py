@@ -1,0 +1,215 @@
+"""KV-cache prefill + decode equals the full forward pass; masks, remat, critic, errors."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from sandmle.models import qwen3
+
+TOL = 1e-5
+
+
+@nnx.jit
+def _fwd(m, tokens, positions, mask=None, cache=None, cache_index=None, logits_index=None):
+    # Jitted: eager dispatch of every op is far slower on 2 shared cores.
+    if cache is None:
+        return m(tokens, positions, mask, logits_index=logits_index)
+    return m(tokens, positions, mask, cache=cache, cache_index=cache_index,
+             logits_index=logits_index)
+
+
+@pytest.fixture(scope="module", params=["tiny", "tiny-moe"])
+def model(request):
+    return qwen3.Qwen3(qwen3.get_preset(request.param), rngs=nnx.Rngs(3))
+
+
+def _row_logits(model, row_tokens):
+    """Full forward of one unpadded row."""
+    t = len(row_tokens)
+    logits, _ = _fwd(model, jnp.asarray(row_tokens)[None], jnp.arange(t)[None],
+                     jnp.ones((1, t), bool))
+    return np.asarray(logits[0])
+
+
+def test_ragged_prefill_then_decode_matches_full_forward(model):
+    """Right-padded prompts of unequal length; each row decodes at its own slot/position."""
+    rng = np.random.default_rng(0)
+    vocab = model.config.vocab_size
+    lengths = np.array([7, 3, 5])
+    b, p, steps = 3, 7, 4
+    seqs = rng.integers(0, vocab, size=(b, p + steps)).astype(np.int32)
+    prompt = np.where(np.arange(p)[None] < lengths[:, None], seqs[:, :p], 0)
+    mask = np.arange(p)[None] < lengths[:, None]
+    positions = np.broadcast_to(np.arange(p), (b, p)).astype(np.int32)
+
+    step = _fwd
+    cache = model.init_cache(b, 16)
+    logits, cache, _ = step(model, prompt, positions, mask, cache=cache,
+                                cache_index=jnp.zeros((b,), jnp.int32))
+    got = {i: [np.asarray(logits[i, lengths[i] - 1])] for i in range(b)}
+    # Logits at chosen indices only (what a sampler needs after a prefill).
+    last, _, _ = _fwd(model, prompt, positions, mask, cache=model.init_cache(b, 16),
+                      cache_index=jnp.zeros((b,), jnp.int32),
+                      logits_index=jnp.asarray((lengths - 1)[:, None], jnp.int32))
+    assert last.shape == (b, 1, vocab)
+    np.testing.assert_allclose(last[:, 0], logits[np.arange(b), lengths - 1], atol=TOL, rtol=0)
+    for s in range(steps):
+        # Row i's next token is seqs[i, lengths[i] + s], written at its own slot.
+        idx = lengths + s
+        tok = seqs[np.arange(b), idx][:, None]
+        logits, cache, _ = step(model, tok, idx[:, None].astype(np.int32), np.ones((b, 1), bool),
+                                cache=cache, cache_index=jnp.asarray(idx, jnp.int32))
+        for i in range(b):
+            got[i].append(np.asarray(logits[i, 0]))
+    for i in range(b):
+        ref = _row_logits(model, seqs[i, :lengths[i] + steps])
+        np.testing.assert_allclose(np.stack(got[i]), ref[lengths[i] - 1:], atol=TOL, rtol=0)
+
+
+def test_left_padded_prefill_and_default_cache_index(model):
+    """Left padding: decode continues at the cache's own `end` with per-row positions."""
+    rng = np.random.default_rng(1)
+    vocab = model.config.vocab_size
+    b, p, steps = 2, 6, 3
+    lengths = np.array([6, 2])
+    seqs = [rng.integers(0, vocab, size=lengths[i] + steps).astype(np.int32) for i in range(b)]
+    prompt = np.zeros((b, p), np.int32)
+    mask = np.zeros((b, p), bool)
+    for i in range(b):
+        prompt[i, p - lengths[i]:] = seqs[i][:lengths[i]]
+        mask[i, p - lengths[i]:] = True
+    positions = np.clip(np.cumsum(mask, 1) - 1, 0, None).astype(np.int32)
+    cache = model.init_cache(b, p + steps)
+    logits, cache, _ = _fwd(model, prompt, positions, mask, cache=cache)
+    np.testing.assert_array_equal(np.asarray(cache["end"]), [p, p])
+    outs = [[np.asarray(logits[i, -1])] for i in range(b)]
+    for s in range(steps):
+        tok = np.array([[seqs[i][lengths[i] + s]] for i in range(b)], np.int32)
+        pos = (lengths + s)[:, None].astype(np.int32)
+        logits, cache, _ = _fwd(model, tok, pos, np.ones((b, 1), bool), cache=cache)
+        for i in range(b):
+            outs[i].append(np.asarray(logits[i, 0]))
+    for i in range(b):
+        ref = _row_logits(model, seqs[i])
+        np.testing.assert_allclose(np.stack(outs[i]), ref[lengths[i] - 1:], atol=TOL, rtol=0)
+
+
+def test_chunked_prefill_matches_single_prefill(model):
+    rng = np.random.default_rng(2)
+    tokens = rng.integers(0, model.config.vocab_size, size=(2, 8)).astype(np.int32)
+    positions = np.broadcast_to(np.arange(8), (2, 8)).astype(np.int32)
+    full, _ = _fwd(model, tokens, positions)
+    cache = model.init_cache(2, 8)
+    a, cache, _ = _fwd(model, tokens[:, :5], positions[:, :5], None, cache=cache)
+    b, cache, _ = _fwd(model, tokens[:, 5:], positions[:, 5:], None, cache=cache)
+    np.testing.assert_allclose(np.concatenate([a, b], 1), full, atol=TOL, rtol=0)
+
+
+def test_padding_does_not_change_real_tokens(model):
+    """Logits of real tokens do not depend on what sits in padded slots."""
+    rng = np.random.default_rng(3)
+    tokens = rng.integers(0, model.config.vocab_size, size=(1, 6)).astype(np.int32)
+    mask = np.array([[True, True, True, True, False, False]])
+    positions = np.arange(6)[None].astype(np.int32)
+    a, _ = _fwd(model, tokens, positions, mask)
+    tokens2 = tokens.copy()
+    tokens2[0, 4:] = (tokens2[0, 4:] + 1) % model.config.vocab_size
+    b, _ = _fwd(model, tokens2, positions, mask)
+    np.testing.assert_array_equal(np.asarray(a[0, :4]), np.asarray(b[0, :4]))
+    assert np.all(np.isfinite(np.asarray(a)))
+
+
+def test_remat_gives_same_loss_and_grads():
+    cfg = qwen3.get_preset("tiny-moe")
+    tokens = jnp.asarray(np.random.default_rng(4).integers(0, cfg.vocab_size, (2, 6)), jnp.int32)
+    pos = jnp.broadcast_to(jnp.arange(6), (2, 6))
+
+    def loss(m):
+        logits, aux = m(tokens, pos)
+        return jnp.mean(jax.nn.logsumexp(logits, -1)) + aux["router_aux_loss"]
+
+    results = []
+    for remat in ("none", "full", "dots"):
+        m = qwen3.Qwen3(cfg.replace(remat=remat), rngs=nnx.Rngs(0))
+        results.append(nnx.jit(nnx.value_and_grad(loss))(m))
+    for value, grads in results[1:]:
+        np.testing.assert_allclose(value, results[0][0], rtol=1e-6)
+        for g, g0 in zip(jax.tree.leaves(grads), jax.tree.leaves(results[0][1])):
+            np.testing.assert_allclose(g, g0, atol=1e-6)
+
+
+def test_bf16_compute_close_to_fp32():
+    cfg = qwen3.get_preset("tiny")
+    tokens = jnp.asarray(np.random.default_rng(5).integers(0, cfg.vocab_size, (2, 6)), jnp.int32)
+    pos = jnp.broadcast_to(jnp.arange(6), (2, 6))
+    m32 = qwen3.Qwen3(cfg, rngs=nnx.Rngs(0))
+    f32, _ = _fwd(m32, tokens, pos)
+    m16 = qwen3.Qwen3(cfg.replace(dtype="bfloat16", param_dtype="bfloat16"), rngs=nnx.Rngs(0))
+    nnx.update(m16, jax.tree.map(lambda x: x.astype(jnp.bfloat16), nnx.state(m32)))
+    assert m16.model.layers[0].self_attn.q_proj[...].dtype == jnp.bfloat16
+    b16, _ = _fwd(m16, tokens, pos)
+    assert b16.dtype == jnp.float32
+    # bf16 keeps ~3 significant digits; the logits are O(0.1).
+    assert float(jnp.max(jnp.abs(b16 - f32))) < 0.05
+
+
+def test_critic_values_and_return_hidden():
+    cfg = qwen3.get_preset("tiny")
+    critic = qwen3.Qwen3Critic(cfg, rngs=nnx.Rngs(0))
+    tokens = jnp.zeros((2, 5), jnp.int32)
+    pos = jnp.broadcast_to(jnp.arange(5), (2, 5))
+    values, _ = critic(tokens, pos)
+    assert values.shape == (2, 5) and values.dtype == jnp.float32
+    np.testing.assert_array_equal(values, 0.0)  # zero-initialised head
+    policy = qwen3.Qwen3(cfg, rngs=nnx.Rngs(0))
+    _, aux = policy(tokens, pos, return_hidden=True)
+    # Same seed, same trunk init: the critic head on the policy's hidden states.
+    critic.value_head.kernel[...] = jnp.ones((cfg.hidden_size,))
+    v, _ = critic(tokens, pos)
+    np.testing.assert_allclose(v, critic.value_head(aux["hidden"]), atol=1e-5)
+
+
+def test_bad_inputs_raise_clear_errors(model):
+    with pytest.raises(ValueError, match="positions shape"):
+        model(jnp.zeros((2, 3), jnp.int32), jnp.zeros((2, 4), jnp.int32))
+    with pytest.raises(ValueError, match=r"\[batch, length\]"):
+        model(jnp.zeros((3,), jnp.int32), jnp.zeros((3,), jnp.int32))
+    cache = model.init_cache(2, 4)
+    with pytest.raises(ValueError, match="does not fit"):
+        model(jnp.zeros((2, 5), jnp.int32), jnp.zeros((2, 5), jnp.int32), cache=cache)
+    with pytest.raises(ValueError, match="invalid Qwen3Config"):
+        qwen3.get_preset("tiny", num_key_value_heads=3)
+    with pytest.raises(ValueError, match="unknown Qwen3 preset"):
+        qwen3.get_preset("qwen9-1t")
+
+
+def test_chunked_token_logprobs_match_full_logits_and_grads():
+    cfg = qwen3.get_preset("tiny")
+    model = qwen3.Qwen3(cfg, rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(6)
+    tokens = jnp.asarray(rng.integers(0, cfg.vocab_size, (2, 7)), jnp.int32)
+    targets = jnp.asarray(rng.integers(0, cfg.vocab_size, (2, 7)), jnp.int32)
+    pos = jnp.broadcast_to(jnp.arange(7), (2, 7))
+    mask = jnp.asarray([[True] * 7, [True] * 5 + [False] * 2])
+
+    def full(m):
+        logits, _ = m(tokens, pos, mask)
+        logp = jax.nn.log_softmax(logits / 0.7, -1)
+        ent = -jnp.sum(jnp.exp(logp) * logp, -1)
+        return jnp.take_along_axis(logp, targets[..., None], -1)[..., 0], ent
+
+    def chunked(m):
+        lp, ent, _ = m.token_logprobs(tokens, pos, mask, targets, chunk_size=3, temperature=0.7)
+        return lp, ent
+
+    (a, ea), (b, eb) = nnx.jit(full)(model), nnx.jit(chunked)(model)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(ea, eb, atol=1e-5)
+    ga = nnx.jit(nnx.grad(lambda m: jnp.sum(full(m)[0] * mask)))(model)
+    gb = nnx.jit(nnx.grad(lambda m: jnp.sum(chunked(m)[0] * mask)))(model)
+    for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+        np.testing.assert_allclose(x, y, atol=1e-6)

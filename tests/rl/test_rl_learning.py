@@ -1,0 +1,55 @@
+"""GRPO and PPO raise a learnable reward on a tiny random Qwen3 (CI-sized budget).
+
+Reward: the fraction of completion tokens equal to a chosen token. A random policy over
+32 tokens scores about 1/32; both algorithms must lift it well above that in 20 steps
+of 16 tasks x 4 samples (the paper's batch shape).
+"""
+
+import numpy as np
+import pytest
+
+import rl_models
+from sandmle.rl import config as rl_config
+from sandmle.rl import learner as learner_lib
+from sandmle.rl import rollout_utils
+
+TARGET = 5
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
+def test_rl_raises_the_reward(algorithm):
+    cfg = rl_config.default_config()
+    cfg.optim.lr = 3e-3
+    critic = None
+    if algorithm == "ppo":
+        cfg.algorithm, cfg.advantage, cfg.critic_lr = "ppo", "gae", 1e-2
+        critic = rl_models.make(seed=1, value_head=True)
+    learner = learner_lib.Learner(rl_models.make(seed=0), cfg, rl_models.single_device_mesh(),
+                                  critic=critic)
+    _, hist = rollout_utils.toy_rl_loop(learner, steps=20, vocab=rl_models.VOCAB,
+                                        target=TARGET, seed=0)
+    rewards = np.array([h["reward_mean"] for h in hist])
+    start, end = rewards[:2].mean(), rewards[-3:].mean()
+    assert start < 0.1, rewards
+    assert end > 0.5 and end > 5 * start, rewards
+    assert all(np.isfinite(h["loss"]) for h in hist)
+    if algorithm == "ppo":
+        # The zero-initialised critic learns that returns are now high.
+        assert abs(hist[0]["value_mean"]) < 0.05 and hist[-1]["value_mean"] > 0.3, (
+            [h["value_mean"] for h in hist])
+
+
+def test_sampler_logprobs_match_the_learner():
+    """The toy sampler's logprobs are the policy's: the first update's ratio is 1."""
+    import jax
+    cfg = rl_config.default_config()
+    learner = learner_lib.Learner(rl_models.make(seed=0), cfg, rl_models.single_device_mesh())
+    state = learner.init_state()
+    sample = rollout_utils.make_sampler(learner.graphdefs["policy"], 6)
+    prompts = np.zeros((8, 3), np.int32)
+    batch = jax.device_get(sample(state.params["policy"], state.extra["policy"], prompts,
+                                  jax.random.key(0)))
+    lp = np.asarray(learner.forward(state.params, state.extra, batch)["logprobs"])
+    on = batch["loss_mask"] > 0
+    np.testing.assert_allclose(lp[on], batch["old_logprobs"][on], atol=1e-4)
+    assert np.all(batch["old_logprobs"][~on] == 0)

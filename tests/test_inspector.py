@@ -1,0 +1,80 @@
+"""sandmle-inspect on a real checkpoint of the regression job (saved on 8 devices)."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from configs import regression as regression_config
+from sandmle import inspector, regression
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    work = tmp_path_factory.mktemp("inspect") / "run"
+    cfg = regression_config.get_config("runlocal")
+    cfg.steps, cfg.checkpoint.every_steps = 20, 10
+    cfg.mesh.shape = (2, 2, 2, 1)
+    regression.train_and_evaluate(cfg, str(work))
+    return work
+
+
+def _inspect(*args):
+    # One CPU device and no model import: inspection needs neither the saving mesh
+    # nor the code that built the tree.
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    return subprocess.run([sys.executable, "-m", "sandmle.inspector", *map(str, args)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_lists_steps_tree_config_and_metrics(workdir):
+    proc = _inspect(workdir, "--step", 10)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    steps = re.findall(r"^│ (\d+)\s+│ [\d.]+ KiB", out, flags=re.M)
+    assert steps == ["10", "20"]
+    assert "train_state at step 10" in out
+    row = next(l for l in out.splitlines() if "['params']['w_in']" in l)
+    # (16, 32) float32 = 2 KiB, embed->fsdp, mlp->tensor on the saving mesh.
+    assert "(16, 32)" in row and "float32" in row and "2.0 KiB" in row
+    assert "P('fsdp', 'tensor') on data=2,fsdp=2,tensor=2,expert=1" in row
+    assert re.search(r"\['rng'\].*uint32 \(key<threefry2x32> data\)", out)
+    assert re.search(r"\['step'\]\s+│ \(\)\s+│ int32\s+│ 4 B", out)
+    assert "metrics at step 10" in out and '"loss":' in out and '"grad_norm":' in out
+    assert '"index": 320' in out  # loop state: 10 batches of 32
+    assert '"job": "regression"' in out and '"steps": 20' in out
+    assert "Traceback" not in proc.stderr
+
+
+def test_step_folder_defaults_to_its_step(workdir):
+    proc = _inspect(workdir / "checkpoints" / "20")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "train_state at step 20" in proc.stdout
+
+
+def test_diff_with_itself_is_zero_everywhere(workdir):
+    proc = _inspect("--diff", workdir / "checkpoints" / "20", workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [l for l in proc.stdout.splitlines() if l.startswith("│ [")]
+    assert len(rows) == 16
+    assert all(re.search(r"│ 0\s+│", l) for l in rows), rows
+    assert "largest difference over all leaves: 0" in proc.stdout
+
+
+def test_diff_between_steps(workdir):
+    rows = {r["path"]: r for r in inspector.diff(
+        inspector.locate(str(workdir / "checkpoints" / "10")), inspector.locate(str(workdir)))}
+    assert rows["['step']"]["max_abs_diff"] == 10
+    assert rows["['params']['w_in']"]["max_abs_diff"] > 0
+
+
+def test_missing_path_is_a_clear_error(tmp_path):
+    proc = _inspect(tmp_path / "nope")
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    (tmp_path / "empty").mkdir()
+    proc = _inspect(tmp_path / "empty")
+    assert proc.returncode == 2 and "holds no checkpoints" in proc.stderr

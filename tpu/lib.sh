@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2034  # the variables set here are read by the sourcing script
+# Shared helpers for the tpu/ scripts: flag parsing, dry runs, gcloud wrappers.
+# Sourced, not run. Every gcloud call goes through `run` so --dry_run prints the
+# exact command lines (shell-quoted, one per line) instead of running them.
+
+DRY_RUN=0
+NAME=""
+ZONE=""
+PROJECT=""
+
+die() {
+    echo "$(basename "$0"): $*" >&2
+    exit 2
+}
+
+# Quotes one word for a POSIX shell, in single quotes only where needed, so dry-run
+# output reads well and pastes as is.
+shquote() {
+    case "$1" in
+        '' | *[!A-Za-z0-9_./:=@%+,-]*)
+            local q="'\\''"
+            printf "'%s'" "${1//\'/$q}" ;;
+        *) printf '%s' "$1" ;;
+    esac
+}
+
+# Prints a command shell-quoted; runs it unless this is a dry run.
+run() {
+    if [ "$DRY_RUN" = 1 ]; then
+        local out="" arg
+        for arg in "$@"; do
+            out+="$(shquote "$arg") "
+        done
+        echo "${out% }"
+    else
+        "$@"
+    fi
+}
+
+# Handles the flags every script takes; returns 1 for a flag it does not know.
+# Usage inside a parse loop: common_flag "$1" "${2-}" && shift $SHIFT && continue
+common_flag() {
+    SHIFT=2
+    case "$1" in
+        --name) NAME="$2" ;;
+        --name=*) NAME="${1#*=}"; SHIFT=1 ;;
+        --zone) ZONE="$2" ;;
+        --zone=*) ZONE="${1#*=}"; SHIFT=1 ;;
+        --project) PROJECT="$2" ;;
+        --project=*) PROJECT="${1#*=}"; SHIFT=1 ;;
+        --dry_run|--dry-run) DRY_RUN=1; SHIFT=1 ;;
+        *) return 1 ;;
+    esac
+    return 0
+}
+
+require_name_zone() {
+    [ -n "$NAME" ] || die "--name TPU_NAME is required"
+    [ -n "$ZONE" ] || die "--zone ZONE is required (e.g. us-central2-b)"
+}
+
+# gcloud's TPU VM command group with the zone (and project) every call needs.
+gcloud_tpu() {
+    local sub="$1"
+    shift
+    local extra=(--zone="$ZONE")
+    [ -n "$PROJECT" ] && extra+=(--project="$PROJECT")
+    run gcloud compute tpus tpu-vm "$sub" "$@" "${extra[@]}"
+}
+
+# Runs a shell command on TPU workers (default: all of them, in parallel).
+on_workers() {
+    local worker="$1" command="$2"
+    gcloud_tpu ssh "$NAME" --worker="$worker" --command="$command"
+}
