@@ -26,6 +26,7 @@ def get_config(arg=None):
     arg = parse_arg(arg, runlocal=False, llm_roles=False, n=64, candidates=160, seed=0, parallel=2)
     from sandmle.envgen import llm
     config = ml_collections.ConfigDict()
+    config.job = "envgen"                    # sandmle.jobs registry name
     config.seed = arg.seed
     config.num_candidates = arg.candidates   # upper bound on candidates launched
     config.target_accepted = arg.n           # stop launching once this many are accepted (0: never)

@@ -19,6 +19,8 @@ JOBS: dict[str, str] = {
     # The frame's end-to-end check: a sharded MLP regression with metrics,
     # checkpoints and exact resume (configs/regression.py).
     "regression": "sandmle.regression:train_and_evaluate",
+    # Synthetic task generation: seeds -> verified tasks (configs/envgen.py).
+    "envgen": "sandmle.envgen.pipeline:run_envgen",
 }
 
 
