@@ -32,7 +32,7 @@ def test_writer_fans_out_and_reads_back(tmp_path):
 
 
 def test_console_line(tmp_path, caplog):
-    caplog.set_level("INFO")
+    caplog.set_level("INFO", logger="absl")  # absl sets its own level
     w = metrics.MetricWriter(tmp_path, tensorboard=False, jsonl=False, enabled=True)
     w.write_scalars(7, {"loss": 0.25, "lr": 1e-4})
     w.close()
