@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sandmle.parallel import with_logical_constraint
+from sandmle.sampling.forward import cached_forward
 from sandmle.sampling.sampling_fns import SamplingParams, select_tokens
 from sandmle.sampling.stop import StopStrings
 
@@ -52,7 +53,7 @@ def _constrain_cache(cache: dict) -> dict:
 
 def _forward_last(model: nnx.Module, tokens, positions, mask, cache, slot):
     """Runs the trunk on a chunk with the cache; float32 logits of the last column only."""
-    hidden, cache, _ = model.model(tokens, positions, mask, cache=cache, cache_index=slot)
+    hidden, cache = cached_forward(model, tokens, positions, mask, cache, slot)
     return model.logits(hidden[:, -1:])[:, 0], cache
 
 
