@@ -181,3 +181,13 @@ def test_bad_inputs_raise_clear_errors(model):
     gen = sampler.generate([[1], [2]], max_new_tokens=3)
     with pytest.raises(ValueError, match="rows"):
         sampler.extend(gen.state, [[1]], max_new_tokens=3)
+
+
+def test_config_block_builds_params_and_rejects_bad_values():
+    from sandmle.sampling.config import default_config, sampler_kwargs, sampling_params
+    c = default_config()
+    assert sampling_params(c) == SamplingParams()
+    assert sampler_kwargs(c)["cache_multiple"] == 128
+    c.top_p = 1.5
+    with pytest.raises(ValueError, match="top_p"):
+        sampling_params(c)
