@@ -25,8 +25,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from sandmle.models.qwen3 import cache_logical_axes, init_cache
 from sandmle.parallel import DEFAULT_RULES, mesh_context, named_sharding, shard_tree
+from sandmle.sampling.forward import cache_axes, init_cache
 from sandmle.sampling.decode import FINISH_NAMES, DecodeSpec, build_generate
 from sandmle.sampling.sampling_fns import SamplingParams
 from sandmle.sampling.stop import StopStrings, token_bytes_from_tokenizer
@@ -135,7 +135,8 @@ class Sampler:
         s = round_up(t + out_len - 1, self.cache_multiple)
         live = self._new_live(b, s)
         return self._run(live, np.full((b,), -1, np.int32), prompts, np.ones((b,), bool),
-                         max_new, out_len, sampling, seed, stop_strings, stop_token_ids)
+                         max_new, out_len, sampling, seed, stop_strings, stop_token_ids,
+                         fresh=True)
 
     def extend(self, state: BatchState, appended: Sequence[Sequence[int] | None], *,
                max_new_tokens: int | Sequence[int], sampling: SamplingParams = SamplingParams(),
@@ -201,18 +202,20 @@ class Sampler:
     def _new_live(self, b: int, s: int) -> dict:
         cache = init_cache(self.cfg, b, s, self.kv_dtype)
         if self.mesh is not None:
-            cache = shard_tree(cache, cache_logical_axes(cache), self.mesh, self.rules)
+            cache = shard_tree(cache, cache_axes(cache), self.mesh, self.rules)
         return {"cache": cache, "slot": jnp.int32(0), "pos": self._put(np.zeros(b, np.int32),
                                                                       ("act_batch",))}
 
     def _grow(self, live: dict, s: int) -> dict:
         cache = live["cache"]
         extra = s - cache["mask"].shape[1]
-        pad = lambda x: jnp.pad(x, [(0, 0), (0, extra)] + [(0, 0)] * (x.ndim - 2))
-        grown = {"layers": [{k: pad(v) for k, v in lc.items()} for lc in cache["layers"]],
-                 "mask": pad(cache["mask"]), "end": cache["end"]}
+
+        def pad(x, axis):
+            return jnp.pad(x, [(0, extra) if a == axis else (0, 0) for a in range(x.ndim)])
+        grown = {"layers": [{k: pad(v, 2) for k, v in lc.items()} for lc in cache["layers"]],
+                 "mask": pad(cache["mask"], 1)}
         if self.mesh is not None:
-            grown = shard_tree(grown, cache_logical_axes(grown), self.mesh, self.rules)
+            grown = shard_tree(grown, cache_axes(grown), self.mesh, self.rules)
         return dict(live, cache=grown)
 
     def _stop_strings(self, stops: Sequence[str]) -> StopStrings | None:
@@ -239,7 +242,7 @@ class Sampler:
         return self._programs[key]
 
     def _run(self, live, pending, chunks, active, max_new, out_len, sampling, seed,
-             stop_strings, stop_token_ids) -> Generation:
+             stop_strings, stop_token_ids, fresh: bool = False) -> Generation:
         b = len(chunks)
         t = pow2_bucket(max(map(len, chunks)), self.min_chunk)
         tokens = np.zeros((b, t), np.int32)
@@ -250,7 +253,7 @@ class Sampler:
                 mask[i, t - len(c):] = True
         stop_ids = self.stop_token_ids if stop_token_ids is None else tuple(
             int(i) for i in stop_token_ids)
-        spec = DecodeSpec(sampling=sampling, out_len=out_len, stop_ids=stop_ids)
+        spec = DecodeSpec(sampling=sampling, out_len=out_len, stop_ids=stop_ids, fresh=fresh)
         fn = self._program(spec, tuple(stop_strings))
         bn = ("act_batch", None)
         with self._ctx():
