@@ -88,8 +88,9 @@ class Sampler:
     """Jitted batched sampling from a sandmle Qwen3 model (optionally sharded on a mesh).
 
     Args:
-      model: a `sandmle.models.qwen3.Qwen3`; its parameters are used as they are (already
-        sharded ones stay sharded: pass the training mesh and rules).
+      model: a `sandmle.models.qwen3.Qwen3`; its parameters are read at every call and used
+        as they are (already sharded ones stay sharded: pass the training mesh and rules), so
+        updating the model in place (nnx.update) updates what is sampled.
       tokenizer: a ChatTokenizer (or HF fast tokenizer); needed for stop strings, and gives
         the default stop ids.
       stop_token_ids: ids that end a row (default: the tokenizer's `stop_ids`, else none).
@@ -106,7 +107,7 @@ class Sampler:
                  token_bytes: Sequence[bytes] | None = None, kv_dtype: Any = None):
         self.model = model
         self.cfg = model.config
-        self.graphdef, self.params = nnx.split(model)
+        self.graphdef = nnx.graphdef(model)
         self.tokenizer = tokenizer
         if stop_token_ids is None:
             stop_token_ids = getattr(tokenizer, "stop_ids", ())
@@ -257,7 +258,9 @@ class Sampler:
         fn = self._program(spec, tuple(stop_strings))
         bn = ("act_batch", None)
         with self._ctx():
-            new_live, out = fn(self.params, live, self._put(tokens, bn), self._put(mask, bn),
+            # The model's current parameters, read at every call: a learner that updates the
+            # model in place is sampled from at its latest step.
+            new_live, out = fn(nnx.state(self.model), live, self._put(tokens, bn), self._put(mask, bn),
                                self._put(active, ("act_batch",)),
                                self._put(max_new, ("act_batch",)), jax.random.key(seed))
         out = jax.device_get(out)
