@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sandmle.parallel import with_logical_constraint
+from sandmle.sampling.forward import cache_axes, cached_forward
 from sandmle.sampling.sampling_fns import SamplingParams, select_tokens
 from sandmle.sampling.stop import StopStrings
 
@@ -40,19 +41,17 @@ class DecodeSpec:
     sampling: SamplingParams
     out_len: int                      # output buffer length (bucketed max new tokens)
     stop_ids: tuple[int, ...] = ()
+    fresh: bool = False               # first chunk into an empty cache (slot 0)
 
 
 def _constrain_cache(cache: dict) -> dict:
-    kv = ("act_batch", "cache_length", "act_kv_heads", None)
-    return {"layers": [{"k": with_logical_constraint(lc["k"], kv),
-                        "v": with_logical_constraint(lc["v"], kv)} for lc in cache["layers"]],
-            "mask": with_logical_constraint(cache["mask"], ("act_batch", "cache_length")),
-            "end": cache["end"]}
+    return jax.tree.map(with_logical_constraint, cache, cache_axes(cache),
+                        is_leaf=lambda x: isinstance(x, jax.Array))
 
 
-def _forward_last(model: nnx.Module, tokens, positions, mask, cache, slot):
+def _forward_last(model: nnx.Module, tokens, positions, mask, cache, slot, fresh=False):
     """Runs the trunk on a chunk with the cache; float32 logits of the last column only."""
-    hidden, cache, _ = model.model(tokens, positions, mask, cache=cache, cache_index=slot)
+    hidden, cache = cached_forward(model, tokens, positions, mask, cache, slot, fresh)
     return model.logits(hidden[:, -1:])[:, 0], cache
 
 
@@ -79,7 +78,8 @@ def build_generate(graphdef: Any, spec: DecodeSpec, stop_strings: StopStrings | 
         chunk_mask = chunk_mask & active[:, None]
         positions = pos[:, None] + jnp.cumsum(chunk_mask, axis=1, dtype=jnp.int32) - 1
         positions = jnp.maximum(positions, 0)
-        logits, cache = _forward_last(model, chunk, positions, chunk_mask, cache, slot)
+        logits, cache = _forward_last(model, chunk, positions, chunk_mask, cache, slot,
+                                      spec.fresh)
         pos = pos + jnp.sum(chunk_mask, axis=1, dtype=jnp.int32)
         slot = slot + t
 

@@ -25,8 +25,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from sandmle.models.qwen3 import cache_logical_axes, init_cache
 from sandmle.parallel import DEFAULT_RULES, mesh_context, named_sharding, shard_tree
+from sandmle.sampling.forward import cache_axes, init_cache
 from sandmle.sampling.decode import FINISH_NAMES, DecodeSpec, build_generate
 from sandmle.sampling.sampling_fns import SamplingParams
 from sandmle.sampling.stop import StopStrings, token_bytes_from_tokenizer
@@ -88,8 +88,9 @@ class Sampler:
     """Jitted batched sampling from a sandmle Qwen3 model (optionally sharded on a mesh).
 
     Args:
-      model: a `sandmle.models.qwen3.Qwen3`; its parameters are used as they are (already
-        sharded ones stay sharded: pass the training mesh and rules).
+      model: a `sandmle.models.qwen3.Qwen3`; its parameters are read at every call and used
+        as they are (already sharded ones stay sharded: pass the training mesh and rules), so
+        updating the model in place (nnx.update) updates what is sampled.
       tokenizer: a ChatTokenizer (or HF fast tokenizer); needed for stop strings, and gives
         the default stop ids.
       stop_token_ids: ids that end a row (default: the tokenizer's `stop_ids`, else none).
@@ -106,7 +107,7 @@ class Sampler:
                  token_bytes: Sequence[bytes] | None = None, kv_dtype: Any = None):
         self.model = model
         self.cfg = model.config
-        self.graphdef, self.params = nnx.split(model)
+        self.graphdef = nnx.graphdef(model)
         self.tokenizer = tokenizer
         if stop_token_ids is None:
             stop_token_ids = getattr(tokenizer, "stop_ids", ())
@@ -135,7 +136,8 @@ class Sampler:
         s = round_up(t + out_len - 1, self.cache_multiple)
         live = self._new_live(b, s)
         return self._run(live, np.full((b,), -1, np.int32), prompts, np.ones((b,), bool),
-                         max_new, out_len, sampling, seed, stop_strings, stop_token_ids)
+                         max_new, out_len, sampling, seed, stop_strings, stop_token_ids,
+                         fresh=True)
 
     def extend(self, state: BatchState, appended: Sequence[Sequence[int] | None], *,
                max_new_tokens: int | Sequence[int], sampling: SamplingParams = SamplingParams(),
@@ -201,18 +203,20 @@ class Sampler:
     def _new_live(self, b: int, s: int) -> dict:
         cache = init_cache(self.cfg, b, s, self.kv_dtype)
         if self.mesh is not None:
-            cache = shard_tree(cache, cache_logical_axes(cache), self.mesh, self.rules)
+            cache = shard_tree(cache, cache_axes(cache), self.mesh, self.rules)
         return {"cache": cache, "slot": jnp.int32(0), "pos": self._put(np.zeros(b, np.int32),
                                                                       ("act_batch",))}
 
     def _grow(self, live: dict, s: int) -> dict:
         cache = live["cache"]
         extra = s - cache["mask"].shape[1]
-        pad = lambda x: jnp.pad(x, [(0, 0), (0, extra)] + [(0, 0)] * (x.ndim - 2))
-        grown = {"layers": [{k: pad(v) for k, v in lc.items()} for lc in cache["layers"]],
-                 "mask": pad(cache["mask"]), "end": cache["end"]}
+
+        def pad(x, axis):
+            return jnp.pad(x, [(0, extra) if a == axis else (0, 0) for a in range(x.ndim)])
+        grown = {"layers": [{k: pad(v, 2) for k, v in lc.items()} for lc in cache["layers"]],
+                 "mask": pad(cache["mask"], 1)}
         if self.mesh is not None:
-            grown = shard_tree(grown, cache_logical_axes(grown), self.mesh, self.rules)
+            grown = shard_tree(grown, cache_axes(grown), self.mesh, self.rules)
         return dict(live, cache=grown)
 
     def _stop_strings(self, stops: Sequence[str]) -> StopStrings | None:
@@ -239,7 +243,7 @@ class Sampler:
         return self._programs[key]
 
     def _run(self, live, pending, chunks, active, max_new, out_len, sampling, seed,
-             stop_strings, stop_token_ids) -> Generation:
+             stop_strings, stop_token_ids, fresh: bool = False) -> Generation:
         b = len(chunks)
         t = pow2_bucket(max(map(len, chunks)), self.min_chunk)
         tokens = np.zeros((b, t), np.int32)
@@ -250,11 +254,13 @@ class Sampler:
                 mask[i, t - len(c):] = True
         stop_ids = self.stop_token_ids if stop_token_ids is None else tuple(
             int(i) for i in stop_token_ids)
-        spec = DecodeSpec(sampling=sampling, out_len=out_len, stop_ids=stop_ids)
+        spec = DecodeSpec(sampling=sampling, out_len=out_len, stop_ids=stop_ids, fresh=fresh)
         fn = self._program(spec, tuple(stop_strings))
         bn = ("act_batch", None)
         with self._ctx():
-            new_live, out = fn(self.params, live, self._put(tokens, bn), self._put(mask, bn),
+            # The model's current parameters, read at every call: a learner that updates the
+            # model in place is sampled from at its latest step.
+            new_live, out = fn(nnx.state(self.model), live, self._put(tokens, bn), self._put(mask, bn),
                                self._put(active, ("act_batch",)),
                                self._put(max_new, ("act_batch",)), jax.random.key(seed))
         out = jax.device_get(out)

@@ -76,6 +76,22 @@ def filter_logits(logits: jax.Array, params: SamplingParams) -> jax.Array:
     return x
 
 
+def _inverse_cdf_sample(log_probs: jax.Array, key: jax.Array) -> jax.Array:
+    """One draw per row from exp(log_probs) [B, V] by inverting the cumulative sum.
+
+    One uniform per row instead of a Gumbel per vocabulary entry: on CPU the V logs of
+    Gumbel-max cost several times a whole decode step. u is in (0, total], so the index
+    returned (the first with cumsum >= u) always has positive probability: a filtered-out
+    token (probability 0) can never be drawn. The float32 cumsum rounds at about 1e-7 of
+    the total mass, which bounds the bias on any token's probability.
+    """
+    probs = jnp.exp(log_probs)
+    cdf = jnp.cumsum(probs, axis=-1)
+    u = (1.0 - jax.random.uniform(key, (probs.shape[0], 1), jnp.float32)) * cdf[:, -1:]
+    idx = jnp.sum(cdf < u, axis=-1)
+    return jnp.minimum(idx, probs.shape[-1] - 1).astype(jnp.int32)
+
+
 def select_tokens(logits: jax.Array, params: SamplingParams, key: jax.Array
                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Picks one token per row of `logits` [B, V].
@@ -89,9 +105,10 @@ def select_tokens(logits: jax.Array, params: SamplingParams, key: jax.Array
         tokens = jnp.argmax(logits, axis=-1).astype(jnp.int32)
         samp_lp = jnp.zeros(tokens.shape, jnp.float32)
     else:
-        filtered = filter_logits(logits, params)
-        tokens = jax.random.categorical(key, filtered, axis=-1).astype(jnp.int32)
-        samp_lp = jnp.take_along_axis(jax.nn.log_softmax(filtered, axis=-1),
-                                      tokens[:, None], axis=-1)[:, 0]
+        unfiltered = params.temperature == 1.0 and params.top_k == 0 and params.top_p >= 1.0
+        samp_all = policy_lp if unfiltered else jax.nn.log_softmax(
+            filter_logits(logits, params), axis=-1)
+        tokens = _inverse_cdf_sample(samp_all, key)
+        samp_lp = jnp.take_along_axis(samp_all, tokens[:, None], axis=-1)[:, 0]
     lp = jnp.take_along_axis(policy_lp, tokens[:, None], axis=-1)[:, 0]
     return tokens, lp, samp_lp

@@ -181,3 +181,28 @@ def test_bad_inputs_raise_clear_errors(model):
     gen = sampler.generate([[1], [2]], max_new_tokens=3)
     with pytest.raises(ValueError, match="rows"):
         sampler.extend(gen.state, [[1]], max_new_tokens=3)
+
+
+def test_config_block_builds_params_and_rejects_bad_values():
+    from sandmle.sampling.config import default_config, sampler_kwargs, sampling_params
+    c = default_config()
+    assert sampling_params(c) == SamplingParams()
+    assert sampler_kwargs(c)["cache_multiple"] == 128
+    c.top_p = 1.5
+    with pytest.raises(ValueError, match="top_p"):
+        sampling_params(c)
+
+
+def test_sampler_follows_in_place_parameter_updates():
+    cfg = qwen3.get_preset("tiny", vocab_size=VOCAB, initializer_range=0.3)
+    a, b = qwen3.Qwen3(cfg, rngs=nnx.Rngs(0)), qwen3.Qwen3(cfg, rngs=nnx.Rngs(5))
+    greedy = SamplingParams(greedy=True)
+    before = Sampler(b, stop_token_ids=()).generate([[1, 2, 3]], max_new_tokens=6,
+                                                    sampling=greedy)
+    sampler = Sampler(a, stop_token_ids=())
+    first = sampler.generate([[1, 2, 3]], max_new_tokens=6, sampling=greedy)
+    assert not np.allclose(first.logprobs, before.logprobs, atol=1e-3)
+    nnx.update(a, nnx.state(b))  # What a learner step does.
+    after = sampler.generate([[1, 2, 3]], max_new_tokens=6, sampling=greedy)
+    np.testing.assert_array_equal(after.tokens, before.tokens)
+    np.testing.assert_allclose(after.logprobs, before.logprobs, atol=1e-6)

@@ -57,7 +57,8 @@ def test_logprobs_match_full_forward_across_turns():
     model = to_sandmle(hf_model)
     v = DENSE["vocab_size"]
     prompts = random_prompts(v, (5, 11, 2), seed=2)
-    sampler = Sampler(model, stop_token_ids=())
+    # A small cache multiple makes the later turns grow the cache.
+    sampler = Sampler(model, stop_token_ids=(), cache_multiple=16)
     sp = SamplingParams(temperature=0.8, top_k=50, top_p=0.95)
     convs = [list(p) for p in prompts]
     gen = sampler.generate(prompts, max_new_tokens=[6, 9, 4], sampling=sp, seed=0)
@@ -72,7 +73,9 @@ def test_logprobs_match_full_forward_across_turns():
             if app[b] is not None:
                 convs[b] += app[b]
             starts.append(len(convs[b]))
+        before = state.cache_length
         gen = sampler.extend(state, app, max_new_tokens=[5, 3, 7], sampling=sp, seed=k + 1)
+        assert gen.state.cache_length > before
         state = gen.state
         for b in range(3):
             if app[b] is None:
