@@ -2,6 +2,8 @@
 
     python benchmarks/sampler_bench.py                      # batch 16 and 64, CPU
     python benchmarks/sampler_bench.py --batch_sizes=16 --repeats=1
+    python benchmarks/sampler_bench.py --device=gpu --preset=qwen3-0.6b --dtype=bfloat16 \
+        --peak_hbm_gbps=4800                                 # H200 (H100 SXM: 3350)
 
 Both run the same random Qwen3 (4 layers, hidden 256, 8 heads, 4 kv heads, head_dim 32,
 vocabulary 8192): built in transformers, saved with save_pretrained, loaded into sandmle with
@@ -10,6 +12,12 @@ sampling at temperature 1 over the full vocabulary, no stop token (every row run
 Throughput is new tokens / wall seconds of one whole call (prefill + decode), best of
 `repeats`, after one warm-up call (sandmle's compile is not timed). Both are measured in the
 same run, so the ratio survives a loaded machine better than either number.
+
+With `--preset` the model is that sandmle preset's architecture, randomly initialised. With
+`--peak_hbm_gbps` the script also prints the memory bandwidth sandmle's call achieved as a
+fraction of that peak: bytes that decoding must read (all parameters once per new token,
+plus each step's valid KV cache) over the call's wall time. Prefill time is counted in the
+denominator, so the fraction is a lower bound.
 """
 
 from __future__ import annotations
@@ -25,6 +33,10 @@ flags.DEFINE_integer("prompt_len", 128, "Prompt tokens per row.")
 flags.DEFINE_integer("new_tokens", 256, "New tokens per row.")
 flags.DEFINE_integer("repeats", 2, "Timed calls per engine and batch size (best is kept).")
 flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0: torch's default).")
+flags.DEFINE_enum("device", "cpu", ["cpu", "gpu"], "Where both engines run.")
+flags.DEFINE_string("preset", None, "A sandmle Qwen3 preset (default: the small CPU model).")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Parameters, compute and cache.")
+flags.DEFINE_float("peak_hbm_gbps", 0.0, "Peak memory bandwidth for the fraction (0: skip).")
 
 MODEL = dict(vocab_size=8192, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
              num_attention_heads=8, num_key_value_heads=4, head_dim=32,
@@ -41,35 +53,58 @@ def _best(fn, repeats: int) -> float:
     return min(times)
 
 
+def _decode_bytes(cfg, batch: int, prompt_len: int, new_tokens: int, itemsize: int,
+                  param_bytes: int) -> int:
+    """Bytes a decode must read: every parameter per new token plus the valid KV cache."""
+    kv_per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * itemsize
+    kv_tokens = sum(prompt_len + t for t in range(new_tokens))
+    return new_tokens * param_bytes + batch * kv_tokens * kv_per_token
+
+
 def run_benchmark(batch_sizes, prompt_len: int, new_tokens: int, repeats: int,
-                  torch_threads: int = 0) -> list[dict]:
+                  torch_threads: int = 0, device: str = "cpu", preset: str | None = None,
+                  dtype: str = "float32", peak_hbm_gbps: float = 0.0) -> list[dict]:
     """Measures both engines; returns one row per batch size."""
+    import jax
     import numpy as np
     import torch
     import transformers
 
     from sandmle.models import hf
+    from sandmle.models.config import get_preset
     from sandmle.sampling import Sampler, SamplingParams
 
     if torch_threads:
         torch.set_num_threads(torch_threads)
     torch.manual_seed(0)
-    hf_cfg = transformers.Qwen3Config(**MODEL)
-    hf_model = transformers.Qwen3ForCausalLM(hf_cfg).eval()
+    tdev = torch.device("cuda" if device == "gpu" else "cpu")
+    jdev = jax.devices("gpu" if device == "gpu" else "cpu")[0]
+    tdtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    hf_cfg = (get_preset(preset).to_hf() if preset else transformers.Qwen3Config(**MODEL))
+    cls = (transformers.Qwen3MoeForCausalLM if getattr(hf_cfg, "num_experts", 0)
+           else transformers.Qwen3ForCausalLM)
+    hf_model = cls(hf_cfg).to(tdtype).eval()
     with tempfile.TemporaryDirectory() as d:
         hf_model.save_pretrained(d)
-        model = hf.from_pretrained(d)
-    sampler = Sampler(model, stop_token_ids=())
+        with jax.default_device(jdev):
+            model = hf.from_pretrained(d, dtype=dtype, param_dtype=dtype)
+    hf_model = hf_model.to(tdev)
+    vocab = hf_cfg.vocab_size
+    itemsize = 2 if dtype == "bfloat16" else 4
+    param_bytes = sum(p.numel() for p in hf_model.parameters()) * itemsize
+    with jax.default_device(jdev):
+        sampler = Sampler(model, stop_token_ids=())
     rows = []
     for b in batch_sizes:
-        prompts = np.random.default_rng(b).integers(0, MODEL["vocab_size"], (b, prompt_len))
+        prompts = np.random.default_rng(b).integers(0, vocab, (b, prompt_len))
 
         def ours():
-            g = sampler.generate(prompts.tolist(), max_new_tokens=new_tokens,
-                                 sampling=SamplingParams(temperature=1.0), seed=0)
+            with jax.default_device(jdev):
+                g = sampler.generate(prompts.tolist(), max_new_tokens=new_tokens,
+                                     sampling=SamplingParams(temperature=1.0), seed=0)
             assert int(g.lengths.sum()) == b * new_tokens
 
-        ids = torch.as_tensor(prompts, dtype=torch.long)
+        ids = torch.as_tensor(prompts, dtype=torch.long, device=tdev)
         attn = torch.ones_like(ids)
 
         def theirs():
@@ -79,12 +114,18 @@ def run_benchmark(batch_sizes, prompt_len: int, new_tokens: int, repeats: int,
                                         max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                                         eos_token_id=None, pad_token_id=0)
             assert out.shape == (b, prompt_len + new_tokens)
+            if device == "gpu":
+                torch.cuda.synchronize()
 
         t_ours = _best(ours, repeats)
         t_theirs = _best(theirs, repeats)
         n = b * new_tokens
-        rows.append(dict(batch=b, sandmle_tok_s=n / t_ours, torch_tok_s=n / t_theirs,
-                         speedup=t_theirs / t_ours))
+        row = dict(batch=b, sandmle_tok_s=n / t_ours, torch_tok_s=n / t_theirs,
+                   speedup=t_theirs / t_ours)
+        if peak_hbm_gbps:
+            moved = _decode_bytes(model.config, b, prompt_len, new_tokens, itemsize, param_bytes)
+            row["hbm_fraction"] = moved / t_ours / (peak_hbm_gbps * 1e9)
+        rows.append(row)
     return rows
 
 
@@ -92,13 +133,17 @@ def main(argv):
     del argv
     import jax
     rows = run_benchmark([int(b) for b in FLAGS.batch_sizes], FLAGS.prompt_len,
-                         FLAGS.new_tokens, FLAGS.repeats, FLAGS.torch_threads)
-    print(f"device: {jax.devices()[0].platform} x{jax.device_count()}; prompt "
-          f"{FLAGS.prompt_len}, {FLAGS.new_tokens} new tokens, temperature 1")
-    print(f"{'batch':>6} {'sandmle tok/s':>14} {'torch tok/s':>12} {'speedup':>8}")
+                         FLAGS.new_tokens, FLAGS.repeats, FLAGS.torch_threads, FLAGS.device,
+                         FLAGS.preset, FLAGS.dtype, FLAGS.peak_hbm_gbps)
+    dev = jax.devices("gpu" if FLAGS.device == "gpu" else "cpu")[0]
+    print(f"device: {dev.device_kind}; model {FLAGS.preset or 'bench-cpu'} {FLAGS.dtype}; "
+          f"prompt {FLAGS.prompt_len}, {FLAGS.new_tokens} new tokens, temperature 1")
+    hbm = "  HBM frac (lower bound)" if FLAGS.peak_hbm_gbps else ""
+    print(f"{'batch':>6} {'sandmle tok/s':>14} {'torch tok/s':>12} {'speedup':>8}{hbm}")
     for r in rows:
+        extra = f"  {r['hbm_fraction']:.3f}" if "hbm_fraction" in r else ""
         print(f"{r['batch']:>6} {r['sandmle_tok_s']:>14.0f} {r['torch_tok_s']:>12.0f} "
-              f"{r['speedup']:>7.2f}x")
+              f"{r['speedup']:>7.2f}x{extra}")
 
 
 if __name__ == "__main__":
