@@ -177,6 +177,19 @@ def expose_plan(paths: list[str]) -> list[tuple[str, list[str]]]:
     return sorted(plan.items())
 
 
+def outermost_dirs(paths: list[str]) -> list[str]:
+    """Real directories among `paths`, dropping any that lies inside another."""
+    out: list[str] = []
+    for p in sorted({os.path.realpath(p) for p in paths if p and os.path.isdir(p)}):
+        if not any(p == q or p.startswith(q.rstrip("/") + "/") for q in out):
+            out.append(p)
+    return out
+
+
+def _under_scratch(path: str) -> bool:
+    return any(path.startswith(d + "/") for d in SCRATCH_DIRS)  # never a whole scratch dir
+
+
 def _expose(plan: list[tuple[str, list[str]]]) -> None:
     for cover, keep in plan:
         fds = [os.open(k, os.O_PATH | os.O_DIRECTORY) for k in keep]
@@ -218,6 +231,8 @@ def enter_namespaces(mode: str, job: dict[str, Any], tmp_bytes: int,
             mount("/dev/null", path, None, MS_BIND)
     # Descriptors pin the real directories before /tmp etc. are covered below.
     wfd = os.open(workdir, os.O_PATH | os.O_DIRECTORY)
+    pinned = [(p, os.open(p, os.O_PATH | os.O_DIRECTORY))
+              for p in job.get("python_paths", ()) if _under_scratch(p) and os.path.isdir(p)]
     for name, src in job["inputs"].items():
         target = os.path.join(workdir, name)
         mount(src, target, None, MS_BIND | MS_REC)
@@ -226,6 +241,13 @@ def enter_namespaces(mode: str, job: dict[str, Any], tmp_bytes: int,
         if os.path.isdir(d) and not os.path.islink(d):
             mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV,
                   f"size={int(tmp_bytes)},mode=1777")
+    for path, fd in pinned:
+        # Python's own tree (e.g. a venv under /tmp) comes back, read-only.
+        if not _same_dir(path, fd):
+            os.makedirs(path, exist_ok=True)
+            mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+            mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        os.close(fd)
     if not _same_dir(workdir, wfd):
         # The workdir lived under a scratch dir we just covered: put it back.
         os.makedirs(workdir, exist_ok=True)

@@ -226,6 +226,8 @@ class Worker:
         needed = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
         needed += [p for p in sys.path if p and os.path.isdir(p)]
         self.expose = isolation.expose_plan(needed) if self.mode == "root" else []
+        # The interpreter's tree may live under a scratch dir (a venv in /tmp): keep it.
+        self.python_paths = isolation.outermost_dirs(needed)
         if self.uid is not None:  # a previous worker of this slot may have died mid-job
             isolation.kill_uid(self.uid)
 
@@ -234,6 +236,7 @@ class Worker:
         t0 = time.monotonic()
         job = dict(job)
         job["hidden"] = list(job["hidden"]) + self.extra_hidden
+        job["python_paths"] = self.python_paths
         skip = set(job["inputs"])
         try:
             workdir.prepare(job, self.mode, self.uid)
