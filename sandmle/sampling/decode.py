@@ -16,6 +16,7 @@ dynamic_update_slice at a scalar offset.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +54,34 @@ def _forward_last(model: nnx.Module, tokens, positions, mask, cache, slot, fresh
     """Runs the trunk on a chunk with the cache; float32 logits of the last column only."""
     hidden, cache = cached_forward(model, tokens, positions, mask, cache, slot, fresh)
     return model.logits(hidden[:, -1:])[:, 0], cache
+
+
+def decode_spans(cache_len: int, first_slot: int, block: int = 64,
+                 max_loops: int = 8) -> list[int]:
+    """Cache lengths of the decode loops, ascending and ending at `cache_len`.
+
+    A step writing slot j runs in the loop of the first span > j. Spans are multiples of a
+    block (>= `block`, grown so that at most `max_loops` loops, each a compiled copy of the
+    step, cover the slots from `first_slot` (the smallest slot a decode step can write)).
+    """
+    need = -(-max(cache_len - first_slot, 1) // max_loops)
+    block = max(block, -(-need // block) * block)
+    spans = [k * block for k in range(first_slot // block + 1, -(-cache_len // block))]
+    return spans + [cache_len]
+
+
+def _resize_cache(cache: dict, length: int) -> dict:
+    """The cache cut or zero-padded (mask False) to `length` slots."""
+    def fit(x, axis):
+        n = x.shape[axis]
+        if n >= length:
+            return jax.lax.slice_in_dim(x, 0, length, axis=axis)
+        pad = [(0, 0)] * x.ndim
+        pad[axis] = (0, length - n)
+        return jnp.pad(x, pad)
+    return {"layers": [{name: fit(buf, 2) for name, buf in lc.items()}
+                       for lc in cache["layers"]],
+            "mask": fit(cache["mask"], 1)}
 
 
 def build_generate(graphdef: Any, spec: DecodeSpec, stop_strings: StopStrings | None,
@@ -97,8 +126,9 @@ def build_generate(graphdef: Any, spec: DecodeSpec, stop_strings: StopStrings | 
         finish = jnp.where(~active, IDLE,
                            jnp.where(stopped, STOP, jnp.where(max_new <= 1, LENGTH, RUNNING)))
 
-        def cond(c):
-            return (c["i"] < spec.out_len) & jnp.any(c["finish"] == RUNNING)
+        def cond(c, span):
+            return ((c["i"] < spec.out_len) & jnp.any(c["finish"] == RUNNING)
+                    & (c["slot"] < span))
 
         def body(c):
             i = c["i"]
@@ -130,7 +160,16 @@ def build_generate(graphdef: Any, spec: DecodeSpec, stop_strings: StopStrings | 
                      finish=finish, out_tok=out_tok, out_lp=out_lp, out_slp=out_slp)
         if tail is not None:
             carry["tail"] = tail
-        c = jax.lax.while_loop(cond, body, carry)
+        # One loop per cache span: the loop for span n carries the cache cut to its first n
+        # slots (every filled slot plus the ones this loop writes), so a step attends over
+        # ~the filled length instead of the whole bucketed cache, which dominated a step's
+        # memory traffic. Cutting/padding between loops copies the cache once per loop.
+        full = cache["mask"].shape[1]
+        c = carry
+        for span in decode_spans(full, t):
+            c = dict(c, cache=_resize_cache(c["cache"], span))
+            c = jax.lax.while_loop(functools.partial(cond, span=span), body, c)
+        c = dict(c, cache=_constrain_cache(_resize_cache(c["cache"], full)))
         valid = jnp.arange(spec.out_len)[None, :] < c["length"][:, None]
         out = {"tokens": jnp.where(valid, c["out_tok"], 0),
                "logprobs": jnp.where(valid, c["out_lp"], 0.0),
