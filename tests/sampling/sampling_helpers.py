@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import tempfile
 
 import numpy as np
+
+# One builder of random HF Qwen3 models serves the model and the sampler tests.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models"))
+from hf_fixtures import make_hf_model  # noqa: E402,F401
 
 DENSE = dict(vocab_size=509, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
              num_attention_heads=4, num_key_value_heads=2, head_dim=32,
@@ -13,26 +19,6 @@ MOE = dict(vocab_size=509, hidden_size=48, intermediate_size=64, moe_intermediat
            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1, head_dim=16,
            num_experts=6, num_experts_per_tok=2, norm_topk_prob=True, tie_word_embeddings=True,
            max_position_embeddings=512)
-
-
-def make_hf_model(kind: str, fields: dict, seed: int = 0):
-    """A random transformers Qwen3 / Qwen3-MoE with non-trivial norms, in eval mode."""
-    import torch
-    import transformers
-    torch.manual_seed(seed)
-    if kind == "moe":
-        cfg, cls = transformers.Qwen3MoeConfig(**fields), transformers.Qwen3MoeForCausalLM
-    else:
-        cfg, cls = transformers.Qwen3Config(**fields), transformers.Qwen3ForCausalLM
-    cfg._attn_implementation = "eager"
-    model = cls(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1.0 + 0.2 * torch.randn_like(p))
-            else:
-                p.normal_(0.0, 0.08)
-    return model
 
 
 def to_sandmle(hf_model, **overrides):
