@@ -16,7 +16,6 @@ both alike; read the ratio, not the absolute numbers, on a shared machine.
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 from collections.abc import Sequence
 
@@ -45,10 +44,10 @@ def run_benchmark(preset: str, device: str, dtype: str, batch: int, length: int,
     import jax.numpy as jnp
     import numpy as np
     import torch
-    import transformers
     from flax import nnx
 
-    from sandmle.models import hf, qwen3
+    from paired_models import paired_models
+    from sandmle.models import qwen3
 
     if torch_threads:
         torch.set_num_threads(torch_threads)
@@ -56,20 +55,11 @@ def run_benchmark(preset: str, device: str, dtype: str, batch: int, length: int,
         cfg = qwen3.Qwen3Config(**BENCH_CPU)
     else:
         cfg = qwen3.get_preset(preset)
-    tdev = torch.device("cuda" if device == "gpu" else "cpu")
-    jdev = jax.devices("gpu" if device == "gpu" else "cpu")[0]
-    tdtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
-
     torch.manual_seed(0)
-    hf_cfg = cfg.to_hf()
-    hf_cfg._attn_implementation = "sdpa"  # transformers' default, fastest built-in path
-    cls = transformers.Qwen3MoeForCausalLM if cfg.is_moe else transformers.Qwen3ForCausalLM
-    tmodel = cls(hf_cfg).to(tdtype).eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        tmodel.save_pretrained(tmp)
-        with jax.default_device(jdev):
-            model = hf.from_pretrained(tmp, dtype=dtype, param_dtype=dtype)
-    tmodel = tmodel.to(tdev)
+    pair = paired_models(cfg.to_hf(), device, dtype,
+                         attn_implementation="sdpa")  # transformers' fastest built-in path
+    tmodel, model = pair["torch_model"], pair["sandmle_model"]
+    tdev, jdev = pair["torch_device"], pair["jax_device"]
 
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, cfg.vocab_size, size=(batch, length)).astype(np.int32)

@@ -22,7 +22,6 @@ denominator, so the fraction is a lower bound.
 
 from __future__ import annotations
 
-import tempfile
 import time
 
 from absl import app, flags
@@ -70,25 +69,17 @@ def run_benchmark(batch_sizes, prompt_len: int, new_tokens: int, repeats: int,
     import torch
     import transformers
 
-    from sandmle.models import hf
+    from paired_models import paired_models
     from sandmle.models.config import get_preset
     from sandmle.sampling import Sampler, SamplingParams
 
     if torch_threads:
         torch.set_num_threads(torch_threads)
     torch.manual_seed(0)
-    tdev = torch.device("cuda" if device == "gpu" else "cpu")
-    jdev = jax.devices("gpu" if device == "gpu" else "cpu")[0]
-    tdtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
     hf_cfg = (get_preset(preset).to_hf() if preset else transformers.Qwen3Config(**MODEL))
-    cls = (transformers.Qwen3MoeForCausalLM if getattr(hf_cfg, "num_experts", 0)
-           else transformers.Qwen3ForCausalLM)
-    hf_model = cls(hf_cfg).to(tdtype).eval()
-    with tempfile.TemporaryDirectory() as d:
-        hf_model.save_pretrained(d)
-        with jax.default_device(jdev):
-            model = hf.from_pretrained(d, dtype=dtype, param_dtype=dtype)
-    hf_model = hf_model.to(tdev)
+    pair = paired_models(hf_cfg, device, dtype)
+    hf_model, model = pair["torch_model"], pair["sandmle_model"]
+    tdev, jdev = pair["torch_device"], pair["jax_device"]
     vocab = hf_cfg.vocab_size
     itemsize = 2 if dtype == "bfloat16" else 4
     param_bytes = sum(p.numel() for p in hf_model.parameters()) * itemsize
