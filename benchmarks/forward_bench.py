@@ -15,6 +15,12 @@ both alike; read the ratio, not the absolute numbers, on a shared machine.
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Run as `python <dir>/<name>.py` from a checkout: the repo root must be importable.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 import statistics
 import time
 from collections.abc import Sequence
@@ -46,7 +52,7 @@ def run_benchmark(preset: str, device: str, dtype: str, batch: int, length: int,
     import torch
     from flax import nnx
 
-    from paired_models import paired_models
+    from benchmarks.paired_models import paired_models
     from sandmle.models import qwen3
 
     if torch_threads:

@@ -22,6 +22,12 @@ denominator, so the fraction is a lower bound.
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Run as `python <dir>/<name>.py` from a checkout: the repo root must be importable.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 import time
 
 from absl import app, flags
@@ -69,7 +75,7 @@ def run_benchmark(batch_sizes, prompt_len: int, new_tokens: int, repeats: int,
     import torch
     import transformers
 
-    from paired_models import paired_models
+    from benchmarks.paired_models import paired_models
     from sandmle.models.config import get_preset
     from sandmle.sampling import Sampler, SamplingParams
 

@@ -13,6 +13,12 @@ are what to read.
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Run as `python <dir>/<name>.py` from a checkout: the repo root must be importable.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 import concurrent.futures
 import os
 import statistics

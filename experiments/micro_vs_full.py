@@ -12,6 +12,12 @@ ratio survives a loaded machine better than either time alone.
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Run as `python <dir>/<name>.py` from a checkout: the repo root must be importable.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 import dataclasses
 import os
 import statistics

@@ -1,0 +1,46 @@
+"""Pulse test of every benchmark and experiment script, run the way a user runs it.
+
+Each script is started as `python <path> <tiny flags>` in a fresh interpreter, from an
+unrelated working directory with no PYTHONPATH, so a script that only imported because an
+earlier test in the same worker had extended sys.path fails here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (script, tiny flags, a line the script must print, needs torch)
+SCRIPTS = [
+    ("benchmarks/forward_bench.py", ["--batch=1", "--length=8"], "max|dlogit|", True),
+    ("benchmarks/sampler_bench.py",
+     ["--batch_sizes=2", "--prompt_len=4", "--new_tokens=4", "--repeats=1"], "speedup", True),
+    ("benchmarks/learner_bench.py", ["--batch=2", "--seq_len=16", "--steps=1"],
+     "GRPO update", False),
+    ("benchmarks/sandbox_bench.py", ["--jobs=2", "--latency_runs=2", "--workers=1"],
+     "throughput", False),
+    ("experiments/micro_vs_full.py",
+     ["--dnas=1", "--max_solutions=1", "--modalities=tabular",
+      f"--config={os.path.join(ROOT, 'configs', 'envgen.py')}"], "median ratio", False),
+]
+
+
+@pytest.mark.parametrize("script,args,expect,needs_torch", SCRIPTS,
+                         ids=[s[0] for s in SCRIPTS])
+def test_script_runs_from_anywhere(tmp_path, script, args, expect, needs_torch):
+    if needs_torch and importlib.util.find_spec("torch") is None:
+        pytest.skip("needs torch (pip install -e '.[torch]')")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")}
+    env["JAX_PLATFORMS"] = "cpu"
+    if script.startswith("experiments/"):
+        args = args + [f"--scratch={tmp_path}"]
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert expect in proc.stdout + proc.stderr
