@@ -1,59 +1,61 @@
-"""A minimal jitted sampler for single-turn learning tests and benchmarks.
+"""Single-turn rollouts from a learner's current policy through `sandmle.sampling`.
 
-No KV cache: each new token re-runs the model over the fixed [B, P + C] buffer (causal
-attention makes the not-yet-written slots irrelevant). That is O(C) forwards, fine for
-tiny models and short completions; real rollouts use sandmle.sampling.
+The learning tests and toy loops sample with the same `Sampler` (KV cache, jitted decode)
+that agent rollouts use, so the logprobs the learner's ratio starts from are the
+sampler's, not a test-only re-implementation's.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sandmle.rl.learner import call_model
+from sandmle.sampling import Sampler, SamplingParams
 
 
-def make_sampler(graphdef: Any, num_new: int, temperature: float = 1.0):
-    """Returns jitted `sample(params, extra, prompts [B, P] int32, key) -> dict` with
-    tokens [B, P + C], logprobs of the sampled tokens under the *policy* (temperature
-    applied, aligned with tokens, 0 on the prompt), loss_mask (1 on completions),
-    positions and attention_mask: exactly the RL batch layout."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+class PolicyRollouts:
+    """Samples RL batches from a learner's policy parameters at each call.
 
-    @jax.jit
-    def sample(params, extra, prompts, key):
-        model = nnx.merge(graphdef, params, extra)
+    One nnx module is merged from the learner's first parameters and handed to a
+    `Sampler`; each call writes the given parameters into it (`nnx.update`), so the
+    compiled sampling program is reused from step to step. Rows never stop early (no stop
+    ids): every completion has `num_new` tokens.
+    """
+
+    def __init__(self, learner: Any, num_new: int, temperature: float = 1.0,
+                 params: Any = None, extra: Any = None):
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        part = learner.parts["policy"]
+        self.model = nnx.merge(learner.graphdefs["policy"],
+                               part.params if params is None else params,
+                               part.extra if extra is None else extra)
+        self.sampler = Sampler(self.model, stop_token_ids=())
+        self.num_new = num_new
+        self.sampling = SamplingParams(temperature=temperature)
+
+    def __call__(self, params: Any, extra: Any, prompts: np.ndarray, seed: int) -> dict:
+        """An RL batch: tokens [B, P + C] (prompt then completion), positions,
+        attention_mask, loss_mask (1 on completions) and old_logprobs (the sampling
+        distribution's logprob of each completion token, 0 on the prompt)."""
+        nnx.update(self.model, params, extra)
+        prompts = np.asarray(prompts, np.int32)
         b, p = prompts.shape
-        total = p + num_new
-        tokens = jnp.zeros((b, total), jnp.int32).at[:, :p].set(prompts)
-        positions = jnp.broadcast_to(jnp.arange(total, dtype=jnp.int32), (b, total))
-        attn = jnp.ones((b, total), bool)
-        logprobs = jnp.zeros((b, total), jnp.float32)
-
-        def body(i, carry):
-            tokens, logprobs, key = carry
-            key, sub = jax.random.split(key)
-            logits, _ = call_model(model, {"tokens": tokens, "positions": positions,
-                                           "attention_mask": attn})
-            step_logits = jax.lax.dynamic_index_in_dim(logits, p + i - 1, 1, keepdims=False)
-            step_logits = step_logits.astype(jnp.float32) / temperature
-            tok = jax.random.categorical(sub, step_logits).astype(jnp.int32)
-            lp = jnp.take_along_axis(jax.nn.log_softmax(step_logits), tok[:, None], 1)[:, 0]
-            tokens = jax.lax.dynamic_update_index_in_dim(tokens, tok, p + i, 1)
-            logprobs = jax.lax.dynamic_update_index_in_dim(logprobs, lp, p + i, 1)
-            return tokens, logprobs, key
-
-        tokens, logprobs, _ = jax.lax.fori_loop(0, num_new, body, (tokens, logprobs, key))
-        loss_mask = jnp.broadcast_to(jnp.arange(total) >= p, (b, total)).astype(jnp.float32)
-        return {"tokens": tokens, "positions": positions, "attention_mask": attn,
-                "loss_mask": loss_mask, "old_logprobs": logprobs}
-
-    return sample
+        gen = self.sampler.generate(prompts.tolist(), max_new_tokens=self.num_new,
+                                    sampling=self.sampling, seed=seed)
+        c = self.num_new
+        tokens = np.concatenate([prompts, gen.tokens[:, :c]], axis=1)
+        # At temperature 1 with no filters the sampling logprob is the policy's own; at
+        # another temperature it is the tempered one, which is what the learner recomputes.
+        old_lp = np.concatenate([np.zeros((b, p), np.float32), gen.sampling_logprobs[:, :c]], 1)
+        total = p + c
+        return {"tokens": tokens,
+                "positions": np.broadcast_to(np.arange(total, dtype=np.int32), (b, total)),
+                "attention_mask": np.ones((b, total), bool),
+                "loss_mask": np.broadcast_to(np.arange(total) >= p, (b, total)).astype(np.float32),
+                "old_logprobs": old_lp}
 
 
 def token_fraction_reward(tokens: np.ndarray, loss_mask: np.ndarray, target: int) -> np.ndarray:
@@ -77,16 +79,14 @@ def toy_rl_loop(learner: Any, *, steps: int, vocab: int, target: int, prompt_len
 
     cfg = learner.config
     rng = np.random.default_rng(seed)
-    key = jax.random.key(seed)
     state = learner.init_state() if state is None else state
-    sample = make_sampler(learner.graphdefs["policy"], num_new, cfg.temperature)
+    sample = PolicyRollouts(learner, num_new, cfg.temperature)
     history = []
     for _ in range(steps):
         prompts = rng.integers(0, vocab, (cfg.tasks_per_step, prompt_len)).astype(np.int32)
         prompts = np.repeat(prompts, cfg.group_size, axis=0)  # a group is consecutive rows
-        key, sub = jax.random.split(key)
-        batch = jax.device_get(sample(state.params["policy"], state.extra["policy"],
-                                      prompts, sub))
+        batch = sample(state.params["policy"], state.extra["policy"], prompts,
+                       seed=int(rng.integers(2**31)))
         rewards = token_fraction_reward(batch["tokens"], batch["loss_mask"], target)
         values = None
         if "critic" in learner.parts:

@@ -5,6 +5,7 @@ Reward: the fraction of completion tokens equal to a chosen token. A random poli
 of 16 tasks x 4 samples (the paper's batch shape).
 """
 
+import jax
 import numpy as np
 import pytest
 
@@ -40,16 +41,36 @@ def test_rl_raises_the_reward(algorithm):
 
 
 def test_sampler_logprobs_match_the_learner():
-    """The toy sampler's logprobs are the policy's: the first update's ratio is 1."""
-    import jax
+    """Logprobs from sandmle.sampling are the learner's: the first update's ratio is 1."""
     cfg = rl_config.default_config()
     learner = learner_lib.Learner(rl_models.make(seed=0), cfg, rl_models.single_device_mesh())
     state = learner.init_state()
-    sample = rollout_utils.make_sampler(learner.graphdefs["policy"], 6)
-    prompts = np.zeros((8, 3), np.int32)
-    batch = jax.device_get(sample(state.params["policy"], state.extra["policy"], prompts,
-                                  jax.random.key(0)))
+    sample = rollout_utils.PolicyRollouts(learner, num_new=6)
+    prompts = np.random.default_rng(0).integers(0, rl_models.VOCAB, (8, 3)).astype(np.int32)
+    batch = sample(state.params["policy"], state.extra["policy"], prompts, seed=0)
     lp = np.asarray(learner.forward(state.params, state.extra, batch)["logprobs"])
     on = batch["loss_mask"] > 0
     np.testing.assert_allclose(lp[on], batch["old_logprobs"][on], atol=1e-4)
     assert np.all(batch["old_logprobs"][~on] == 0)
+    _, metrics = learner.train_step(state, dict(batch, advantages=batch["loss_mask"].copy()))
+    assert abs(metrics["ratio_max"] - 1) < 1e-3 and abs(metrics["ratio_min"] - 1) < 1e-3, metrics
+    assert metrics["clip_frac_low"] == 0 and metrics["clip_frac_high"] == 0, metrics
+
+
+def test_rollouts_follow_the_learners_updates():
+    """After an update the next rollout samples from the new parameters, not the first."""
+    cfg = rl_config.default_config()
+    learner = learner_lib.Learner(rl_models.make(seed=0), cfg, rl_models.single_device_mesh())
+    state = learner.init_state()
+    sample = rollout_utils.PolicyRollouts(learner, num_new=4)
+    prompts = np.zeros((4, 3), np.int32)
+    first = sample(state.params["policy"], state.extra["policy"], prompts, seed=0)
+    # A policy whose lm head favours TARGET (the embedding is tied in the tiny preset).
+    bumped = jax.tree.map(np.array, state.params["policy"])
+    emb = bumped["model"]["embed_tokens"]
+    emb[TARGET] *= 50.0
+    second = sample(bumped, state.extra["policy"], prompts, seed=0)
+    lp = np.asarray(learner.forward({"policy": bumped}, state.extra, second)["logprobs"])
+    on = second["loss_mask"] > 0
+    np.testing.assert_allclose(lp[on], second["old_logprobs"][on], atol=1e-4)
+    assert not np.allclose(first["old_logprobs"][on], second["old_logprobs"][on])
