@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sandmle.parallel import with_logical_constraint
-from sandmle.sampling.forward import cache_axes, cached_forward
+from sandmle.sampling.forward import cache_axes, cached_forward, resize_slots
 from sandmle.sampling.sampling_fns import SamplingParams, select_tokens
 from sandmle.sampling.stop import StopStrings
 
@@ -68,20 +68,6 @@ def decode_spans(cache_len: int, first_slot: int, block: int = 64,
     block = max(block, -(-need // block) * block)
     spans = [k * block for k in range(first_slot // block + 1, -(-cache_len // block))]
     return spans + [cache_len]
-
-
-def _resize_cache(cache: dict, length: int) -> dict:
-    """The cache cut or zero-padded (mask False) to `length` slots."""
-    def fit(x, axis):
-        n = x.shape[axis]
-        if n >= length:
-            return jax.lax.slice_in_dim(x, 0, length, axis=axis)
-        pad = [(0, 0)] * x.ndim
-        pad[axis] = (0, length - n)
-        return jnp.pad(x, pad)
-    return {"layers": [{name: fit(buf, 2) for name, buf in lc.items()}
-                       for lc in cache["layers"]],
-            "mask": fit(cache["mask"], 1)}
 
 
 def build_generate(graphdef: Any, spec: DecodeSpec, stop_strings: StopStrings | None,
@@ -167,9 +153,9 @@ def build_generate(graphdef: Any, spec: DecodeSpec, stop_strings: StopStrings | 
         full = cache["mask"].shape[1]
         c = carry
         for span in decode_spans(full, t):
-            c = dict(c, cache=_resize_cache(c["cache"], span))
+            c = dict(c, cache=resize_slots(c["cache"], span))
             c = jax.lax.while_loop(functools.partial(cond, span=span), body, c)
-        c = dict(c, cache=_constrain_cache(_resize_cache(c["cache"], full)))
+        c = dict(c, cache=_constrain_cache(resize_slots(c["cache"], full)))
         valid = jnp.arange(spec.out_len)[None, :] < c["length"][:, None]
         out = {"tokens": jnp.where(valid, c["out_tok"], 0),
                "logprobs": jnp.where(valid, c["out_lp"], 0.0),

@@ -26,7 +26,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from sandmle.parallel import DEFAULT_RULES, mesh_context, named_sharding, shard_tree
-from sandmle.sampling.forward import cache_axes, init_cache
+from sandmle.sampling.forward import cache_axes, init_cache, resize_slots
 from sandmle.sampling.decode import FINISH_NAMES, DecodeSpec, build_generate
 from sandmle.sampling.sampling_fns import SamplingParams
 from sandmle.sampling.stop import StopStrings, token_bytes_from_tokenizer
@@ -208,13 +208,7 @@ class Sampler:
                                                                       ("act_batch",))}
 
     def _grow(self, live: dict, s: int) -> dict:
-        cache = live["cache"]
-        extra = s - cache["mask"].shape[1]
-
-        def pad(x, axis):
-            return jnp.pad(x, [(0, extra) if a == axis else (0, 0) for a in range(x.ndim)])
-        grown = {"layers": [{k: pad(v, 2) for k, v in lc.items()} for lc in cache["layers"]],
-                 "mask": pad(cache["mask"], 1)}
+        grown = resize_slots(live["cache"], s)
         if self.mesh is not None:
             grown = shard_tree(grown, cache_axes(grown), self.mesh, self.rules)
         return dict(live, cache=grown)
