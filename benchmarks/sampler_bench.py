@@ -36,7 +36,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("batch_sizes", ["16", "64"], "Batch sizes to measure.")
 flags.DEFINE_integer("prompt_len", 128, "Prompt tokens per row.")
 flags.DEFINE_integer("new_tokens", 256, "New tokens per row.")
-flags.DEFINE_integer("repeats", 2, "Timed calls per engine and batch size (best is kept).")
+flags.DEFINE_integer("repeats", 3, "Timed calls per engine and batch size (best is kept).")
 flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0: torch's default).")
 flags.DEFINE_enum("device", "cpu", ["cpu", "gpu"], "Where both engines run.")
 flags.DEFINE_string("preset", None, "A sandmle Qwen3 preset (default: the small CPU model).")
