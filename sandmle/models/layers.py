@@ -2,12 +2,15 @@
 
 Every parameter carries its logical axes in the `out_sharding` metadata (names from
 sandmle.parallel.DEFAULT_RULES). Variables are created with eager sharding off so a
-model also builds outside a mesh; `qwen3.create_sharded` places them by those names.
+model also builds outside a mesh; inside `params_on(mesh, rules)` (what
+`qwen3.create_sharded` uses) each one is created directly on its shards instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -16,7 +19,7 @@ from flax import nnx
 
 from sandmle.models.config import Qwen3Config
 from sandmle.models.rope import apply_rope
-from sandmle.parallel import with_logical_constraint
+from sandmle.parallel import named_sharding, with_logical_constraint
 
 Initializer = Callable[..., jax.Array]
 
@@ -25,17 +28,53 @@ Initializer = Callable[..., jax.Array]
 _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
+# (mesh, rules) while a model is built under `params_on`, else None.
+_PLACEMENT: list[tuple[Any, tuple] | None] = [None]
+
+
+@contextlib.contextmanager
+def params_on(mesh: Any, rules: Sequence[tuple[str, Any]]) -> Iterator[None]:
+    """Within this context `make_param` creates every parameter directly on its shards.
+
+    Each parameter comes from a small jitted initializer with `out_shardings`, compiled
+    once per (initializer, shape, dtype, sharding) and reused across layers, so building
+    an L-layer model compiles about a dozen tiny programs instead of one program holding
+    every layer's initialisers (on an H200 that one program, for a 28-layer model, took
+    minutes to compile). Values equal those of the unsharded constructor up to float
+    rounding (the same keys reach the same initialisers; jit fuses their arithmetic).
+    """
+    previous = _PLACEMENT[0]
+    _PLACEMENT[0] = (mesh, tuple(rules))
+    try:
+        yield
+    finally:
+        _PLACEMENT[0] = previous
+
+
+@functools.lru_cache(maxsize=None)
+def _sharded_initializer(init: Initializer, shape: tuple, dtype: Any, sharding: Any):
+    return jax.jit(lambda key: init(key, shape, dtype), out_shardings=sharding)
+
+
 def make_param(rngs: nnx.Rngs | None, init: Initializer, shape: Sequence[int],
                axes: Sequence[str | None], dtype: Any) -> nnx.Param:
     """An nnx.Param with logical axes `axes` (one name per dimension)."""
     if len(axes) != len(shape):
         raise ValueError(f"axes {axes} do not match shape {shape}")
     key = rngs.params() if rngs is not None else jax.random.key(0)
-    return nnx.Param(init(key, tuple(shape), dtype), out_sharding=tuple(axes),
-                     eager_sharding=False)
+    shape = tuple(shape)
+    if _PLACEMENT[0] is None:
+        value = init(key, shape, dtype)
+    else:
+        mesh, rules = _PLACEMENT[0]
+        sharding = named_sharding(mesh, tuple(axes), rules, shape)
+        value = _sharded_initializer(init, shape, jnp.dtype(dtype), sharding)(key)
+    return nnx.Param(value, out_sharding=tuple(axes), eager_sharding=False)
 
 
+@functools.lru_cache(maxsize=None)
 def normal_init(stddev: float) -> Initializer:
+    """N(0, stddev^2) initialiser; one object per stddev so compiled initialisers are shared."""
     return nnx.initializers.normal(stddev)
 
 

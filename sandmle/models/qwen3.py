@@ -23,7 +23,7 @@ from jax.sharding import Mesh
 
 from sandmle.models.config import (PRESETS, Qwen3Config, count_params, get_preset,
                                    load_hf_config, preset_names)
-from sandmle.models.layers import MLP, Attention, RMSNorm, make_param, normal_init
+from sandmle.models.layers import MLP, Attention, RMSNorm, make_param, normal_init, params_on
 from sandmle.models.moe import MoEBlock, load_balancing_loss
 from sandmle.models.rope import rope_cos_sin
 from sandmle.parallel import DEFAULT_RULES, mesh_context, named_sharding, with_logical_constraint
@@ -327,16 +327,9 @@ def create_sharded(cfg: Qwen3Config, mesh: Mesh,
                    model_cls: type = Qwen3) -> nnx.Module:
     """Builds `model_cls(cfg)` with every parameter created directly on its shards.
 
-    Shapes come from `nnx.eval_shape` (nothing allocated), then a jitted init with
-    `out_shardings` materialises each parameter only as its local shards.
+    No parameter is ever whole on one device: each comes from a jitted initializer with
+    `out_shardings` (`layers.params_on`), compiled once per distinct shape and shared by
+    all layers. The values equal `model_cls(cfg, rngs=nnx.Rngs(seed))`'s up to float rounding.
     """
-    abstract = nnx.eval_shape(lambda: model_cls(cfg, rngs=nnx.Rngs(seed)))
-    graphdef, abs_state = nnx.split(abstract)
-    shardings = param_shardings(abs_state, mesh, rules)
-
-    def init():
-        return nnx.state(model_cls(cfg, rngs=nnx.Rngs(seed)))
-
-    with mesh_context(mesh, rules):
-        state = jax.jit(init, out_shardings=shardings)()
-    return nnx.merge(graphdef, state)
+    with params_on(mesh, rules), mesh_context(mesh, rules):
+        return model_cls(cfg, rngs=nnx.Rngs(seed))
