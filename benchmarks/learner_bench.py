@@ -2,15 +2,17 @@
 
     python benchmarks/learner_bench.py                       # tiny Qwen3 on CPU
     python benchmarks/learner_bench.py --preset=qwen3-0.6b --batch=8 --seq_len=2048 \
-        --compute_dtype=bfloat16 --peak_tflops=989           # e.g. one H100 (bf16 dense)
+        --compute_dtype=bfloat16 --peak_tflops=989 --scan_layers   # e.g. one H100 (bf16 dense)
+    python benchmarks/learner_bench.py --layers=28 [--scan_layers]  # compile cost of depth
 
 Rows: a jitted square matmul (the machine's practical FLOP/s ceiling, measured now), the
 forward logprob pass, the GRPO update on the full batch and in 4 micro-batches, and the
 SFT step. Each row prints tokens/s, its ratio to the forward pass, achieved model
 FLOP/s (train: 3 x forward; forward: 2 x matmul params + 4 x layers x heads x head_dim x S
 per token) and that as a fraction of the matmul ceiling; with --peak_tflops, MFU against
-the accelerator's datasheet peak. Timings on a shared machine are noisy; the ratios,
-measured back to back, are the figures to read.
+the accelerator's datasheet peak; '1st call s' is the first call (compile + one run).
+Timings on a shared machine are noisy; the ratios, measured back to back, are the
+figures to read.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ flags.DEFINE_integer("seq_len", 256, "tokens per row")
 flags.DEFINE_integer("steps", 5, "timed steps per row (after one compile step)")
 flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "compute dtype")
 flags.DEFINE_float("peak_tflops", 0.0, "accelerator peak TFLOP/s for MFU (0: skip)")
+flags.DEFINE_integer("layers", 0, "decoder layers (0: the preset's)")
+flags.DEFINE_bool("scan_layers", False, "one scanned layer body instead of L unrolled copies "
+                  "(compiles ~L times faster; see Qwen3Config.scan_layers)")
 FLAGS = flags.FLAGS
 
 
@@ -52,19 +57,22 @@ def flops_per_token(cfg, seq_len: int, params: int) -> float:
     return 2.0 * matmul + attn
 
 
-def timed(fn, steps: int) -> float:
-    fn()  # compile
+def timed(fn, steps: int) -> tuple[float, float]:
+    """(seconds per call over `steps` calls, seconds of the first call: compile + run)."""
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(steps):
         fn()
-    return (time.perf_counter() - t0) / steps
+    return (time.perf_counter() - t0) / steps, first
 
 
 def matmul_ceiling(dtype) -> float:
     n = 1024
     a = jnp.ones((n, n), dtype)
     f = jax.jit(lambda x: x @ x)
-    dt = timed(lambda: f(a).block_until_ready(), 10)
+    dt, _ = timed(lambda: f(a).block_until_ready(), 10)
     return 2 * n ** 3 / dt
 
 
@@ -81,7 +89,10 @@ def make_batch(b: int, t: int, vocab: int) -> dict:
 
 def main(argv):
     del argv
-    cfg = qwen3.get_preset(FLAGS.preset)
+    overrides = {"scan_layers": FLAGS.scan_layers}
+    if FLAGS.layers:
+        overrides["num_hidden_layers"] = FLAGS.layers
+    cfg = qwen3.get_preset(FLAGS.preset, **overrides)
     mesh = parallel.make_mesh()
     model = qwen3.create_sharded(cfg, mesh)
     n_params = sum(x.size for x in jax.tree.leaves(learner_lib.split_module(model).params))
@@ -124,16 +135,18 @@ def main(argv):
         jax.block_until_ready(m)
     rows.append(("SFT update", timed(sft_step, FLAGS.steps), 3 * fpt))
 
-    print(f"{FLAGS.preset}: {n_params / 1e6:.2f} M params, batch {b} x {t} tokens, "
+    print(f"{FLAGS.preset}: {cfg.num_hidden_layers} layers"
+          f"{' (scanned)' if cfg.scan_layers else ''}, {n_params / 1e6:.2f} M params, "
+          f"batch {b} x {t} tokens, "
           f"{FLAGS.compute_dtype}, {jax.device_count()} x {jax.devices()[0].platform}")
     print(f"matmul ceiling (1024^3, same run): {ceiling / 1e9:.1f} GFLOP/s")
     print(f"{'step':<26s}{'tokens/s':>12s}{'x forward':>11s}{'GFLOP/s':>10s}"
-          f"{'of ceiling':>12s}" + (f"{'MFU':>8s}" if FLAGS.peak_tflops else ""))
-    for name, dt, flops in rows:
+          f"{'of ceiling':>12s}{'1st call s':>12s}" + (f"{'MFU':>8s}" if FLAGS.peak_tflops else ""))
+    for name, (dt, first), flops in rows:
         tps = tokens / dt
         achieved = flops * tokens / dt
-        line = (f"{name:<26s}{tps:12.0f}{tps / (tokens / fwd):11.3f}{achieved / 1e9:10.1f}"
-                f"{achieved / ceiling:12.3f}")
+        line = (f"{name:<26s}{tps:12.0f}{tps / (tokens / fwd[0]):11.3f}{achieved / 1e9:10.1f}"
+                f"{achieved / ceiling:12.3f}{first:12.1f}")
         if FLAGS.peak_tflops:
             line += f"{achieved / (FLAGS.peak_tflops * 1e12):8.3f}"
         print(line)
