@@ -2,8 +2,8 @@
 
     python benchmarks/learner_bench.py                       # tiny Qwen3 on CPU
     python benchmarks/learner_bench.py --preset=qwen3-0.6b --batch=8 --seq_len=2048 \
-        --compute_dtype=bfloat16 --peak_tflops=989 --scan_layers   # e.g. one H100 (bf16 dense)
-    python benchmarks/learner_bench.py --layers=28 [--scan_layers]  # compile cost of depth
+        --compute_dtype=bfloat16 --peak_tflops=989           # e.g. one H100 (bf16 dense)
+    python benchmarks/learner_bench.py --layers=28            # compile cost of depth
 
 Rows: a jitted square matmul (the machine's practical FLOP/s ceiling, measured now), the
 forward logprob pass, the GRPO update on the full batch and in 4 micro-batches, and the
@@ -41,8 +41,6 @@ flags.DEFINE_integer("steps", 5, "timed steps per row (after one compile step)")
 flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "compute dtype")
 flags.DEFINE_float("peak_tflops", 0.0, "accelerator peak TFLOP/s for MFU (0: skip)")
 flags.DEFINE_integer("layers", 0, "decoder layers (0: the preset's)")
-flags.DEFINE_bool("scan_layers", False, "one scanned layer body instead of L unrolled copies "
-                  "(compiles ~L times faster; see Qwen3Config.scan_layers)")
 FLAGS = flags.FLAGS
 
 
@@ -89,7 +87,7 @@ def make_batch(b: int, t: int, vocab: int) -> dict:
 
 def main(argv):
     del argv
-    overrides = {"scan_layers": FLAGS.scan_layers}
+    overrides = {}
     if FLAGS.layers:
         overrides["num_hidden_layers"] = FLAGS.layers
     cfg = qwen3.get_preset(FLAGS.preset, **overrides)
@@ -135,8 +133,7 @@ def main(argv):
         jax.block_until_ready(m)
     rows.append(("SFT update", timed(sft_step, FLAGS.steps), 3 * fpt))
 
-    print(f"{FLAGS.preset}: {cfg.num_hidden_layers} layers"
-          f"{' (scanned)' if cfg.scan_layers else ''}, {n_params / 1e6:.2f} M params, "
+    print(f"{FLAGS.preset}: {cfg.num_hidden_layers} layers, {n_params / 1e6:.2f} M params, "
           f"batch {b} x {t} tokens, "
           f"{FLAGS.compute_dtype}, {jax.device_count()} x {jax.devices()[0].platform}")
     print(f"matmul ceiling (1024^3, same run): {ceiling / 1e9:.1f} GFLOP/s")

@@ -31,10 +31,6 @@ class Qwen3Config:
     `moe_impl` picks how experts run: 'ragged' (tokens sorted by expert, grouped
     matmul; FLOPs of the active experts only) or 'dense' (every expert on every
     token, masked; simple, expert-axis shardable, E/k times the FLOPs).
-    `scan_layers` runs the uncached forward (training, scoring) as one `lax.scan` over
-    the layers' stacked parameters: one compiled layer body instead of L unrolled copies
-    (compile time ~1/L), at the cost of stacking the layer weights once per call. It
-    needs identical layers (all dense or all MoE); parameters keep their per-layer layout.
     """
 
     vocab_size: int = 151936
@@ -70,7 +66,6 @@ class Qwen3Config:
     param_dtype: str = "float32"
     remat: str = "none"
     moe_impl: str = "ragged"
-    scan_layers: bool = False
 
     def __post_init__(self):
         problems = []
@@ -88,10 +83,6 @@ class Qwen3Config:
                             f"one of {sorted(_DTYPES)}")
         if self.remat not in ("none", "full", "dots"):
             problems.append(f"remat={self.remat!r} must be 'none', 'full' or 'dots'")
-        if self.scan_layers and len({self.is_moe_layer(i)
-                                     for i in range(self.num_hidden_layers)}) > 1:
-            problems.append("scan_layers=True needs identical layers, but mlp_only_layers/"
-                            "decoder_sparse_step mix dense and MoE layers")
         if self.moe_impl not in ("ragged", "dense"):
             problems.append(f"moe_impl={self.moe_impl!r} must be 'ragged' or 'dense'")
         if self.hidden_act != "silu":
@@ -141,7 +132,7 @@ class Qwen3Config:
         """Builds a config from a transformers Qwen3Config/Qwen3MoeConfig, a dict, or a path.
 
         A path may be a checkpoint directory or a config.json file. `overrides` set the
-        numerics fields (dtype, param_dtype, remat, moe_impl, scan_layers) or any other field.
+        numerics fields (dtype, param_dtype, remat, moe_impl) or any other field.
         """
         if isinstance(hf_config, (str, os.PathLike)):
             hf_config = load_hf_config(hf_config)

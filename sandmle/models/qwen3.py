@@ -118,21 +118,18 @@ class Qwen3Model(nnx.Module):
 
         stats = []
         new_layers = []
-        policy = (jax.checkpoint_policies.dots_with_no_batch_dims_saveable
-                  if cfg.remat == "dots" else None)
-        if cache is None and cfg.scan_layers:
-            x, stats = self._scan_layers(x, cos, sin, attention_mask, policy)
-        else:
-            for i, layer in enumerate(self.layers):
-                if cache is None and cfg.remat != "none":
-                    x, st = nnx.remat(_layer_forward, policy=policy)(layer, x, cos, sin,
-                                                                      attention_mask)
-                else:
-                    lc = cache["layers"][i] if cache is not None else None
-                    x, lc, st = layer(x, cos, sin, attention_mask, lc, cache_mask, cache_index)
-                    new_layers.append(lc)
-                if st is not None:
-                    stats.append(st)
+        for i, layer in enumerate(self.layers):
+            if cache is None and cfg.remat != "none":
+                policy = (jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+                          if cfg.remat == "dots" else None)
+                x, st = nnx.remat(_layer_forward, policy=policy)(layer, x, cos, sin,
+                                                                  attention_mask)
+            else:
+                lc = cache["layers"][i] if cache is not None else None
+                x, lc, st = layer(x, cos, sin, attention_mask, lc, cache_mask, cache_index)
+                new_layers.append(lc)
+            if st is not None:
+                stats.append(st)
         x = self.norm(x)
 
         aux: dict[str, Any] = {
@@ -143,22 +140,6 @@ class Qwen3Model(nnx.Module):
         if cache is not None:
             new_cache = {"layers": new_layers, "mask": cache_mask, "end": cache_index + t}
         return x, new_cache, aux
-
-
-    def _scan_layers(self, x, cos, sin, attention_mask, policy) -> tuple[jax.Array, list]:
-        """Every layer as one `lax.scan` step over the layers' stacked parameters."""
-        graphdef, first = nnx.split(self.layers[0])
-        states = [first] + [nnx.state(layer) for layer in self.layers[1:]]
-        stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
-
-        def step(h, state):
-            return _layer_forward(nnx.merge(graphdef, state), h, cos, sin, attention_mask)
-        if self.config.remat != "none":
-            step = jax.checkpoint(step, policy=policy)
-        x, stats = jax.lax.scan(step, x, stacked)
-        if stats is None:
-            return x, []
-        return x, [jax.tree.map(lambda a, i=i: a[i], stats) for i in range(len(self.layers))]
 
 
 class Qwen3(nnx.Module):

@@ -49,7 +49,7 @@ def make_batch(ppo: bool) -> dict:
     return batch
 
 
-def run(mesh_shape, micro, ppo, devices, layers=1, scan=False):
+def run(mesh_shape, micro, ppo, devices):
     cfg = rl_config.default_config()
     cfg.optim.lr = 1e-3
     cfg.optim.eps = 1e-4   # keeps Adam's first step away from sign(g) of near-zero grads
@@ -61,7 +61,7 @@ def run(mesh_shape, micro, ppo, devices, layers=1, scan=False):
         cfg.advantage = "gae"
         cfg.algorithm = "ppo"
     mesh = parallel.make_mesh(mesh_shape, devices)
-    policy = rl_models.make(mesh, seed=0, layers=layers, scan=scan)
+    policy = rl_models.make(mesh, seed=0)
     critic = rl_models.make(mesh, seed=1, value_head=True) if ppo else None
     learner = learner_lib.Learner(policy, cfg, mesh, critic=critic)
     state = learner.init_state()
@@ -77,19 +77,15 @@ def main():
     devs = jax.devices()
     assert len(devs) == 8, f"need 8 devices, have {len(devs)}"
     report = {}
-    # (ppo, layers): cases run against the unscanned single-device update of that model.
-    for ppo, layers in ((False, 1), (True, 1), (False, 2)):
-        ref_loss, ref_params, ref_moved = run((1, 1, 1, 1), 0, ppo, devs[:1], layers)
-        if layers == 2:
-            cases = {"mesh2221_scan2": ((2, 2, 2, 1), 0, devs, True)}
-        elif ppo:
-            cases = {"mesh2221_micro8": ((2, 2, 2, 1), 8, devs, False)}
+    for ppo in (False, True):
+        ref_loss, ref_params, ref_moved = run((1, 1, 1, 1), 0, ppo, devs[:1])
+        if ppo:
+            cases = {"mesh2221_micro8": ((2, 2, 2, 1), 8, devs)}
         else:
-            cases = {"mesh2221": ((2, 2, 2, 1), 0, devs, False),
-                     "micro4": ((1, 1, 1, 1), 4, devs[:1], False),
-                     "mesh8111_micro8": ((8, 1, 1, 1), 8, devs, False)}
-        for name, (shape, micro, d, scan) in cases.items():
-            loss, params, _ = run(shape, micro, ppo, d, layers, scan)
+            cases = {"mesh2221": ((2, 2, 2, 1), 0, devs), "micro4": ((1, 1, 1, 1), 4, devs[:1]),
+                     "mesh8111_micro8": ((8, 1, 1, 1), 8, devs)}
+        for name, (shape, micro, d) in cases.items():
+            loss, params, _ = run(shape, micro, ppo, d)
             diff = max(float(np.max(np.abs(a - b))) for a, b in
                        zip(jax.tree.leaves(params), jax.tree.leaves(ref_params)))
             report[("ppo_" if ppo else "grpo_") + name] = {
