@@ -92,7 +92,9 @@ def test_name_and_zone_required():
 def test_shellcheck():
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck is not installed (apt-get install -y shellcheck; .ci/run does)")
-    scripts = sorted(os.path.join("tpu", f) for f in os.listdir(TPU) if f.endswith(".sh"))
+    scripts = sorted(os.path.join(d, f) for d in ("tpu", "benchmarks")
+                     for f in os.listdir(os.path.join(ROOT, d)) if f.endswith(".sh"))
+    assert "benchmarks/gpu_figures.sh" in scripts
     proc = subprocess.run(["shellcheck", "-x", *scripts], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
