@@ -9,6 +9,7 @@ model also builds outside a mesh; inside `params_on(mesh, rules)` (what
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -29,7 +30,8 @@ _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
 # (mesh, rules) while a model is built under `params_on`, else None.
-_PLACEMENT: list[tuple[Any, tuple] | None] = [None]
+_PLACEMENT: contextvars.ContextVar[tuple[Any, tuple] | None] = contextvars.ContextVar(
+    "sandmle_param_placement", default=None)
 
 
 @contextlib.contextmanager
@@ -43,12 +45,11 @@ def params_on(mesh: Any, rules: Sequence[tuple[str, Any]]) -> Iterator[None]:
     minutes to compile). Values equal those of the unsharded constructor up to float
     rounding (the same keys reach the same initialisers; jit fuses their arithmetic).
     """
-    previous = _PLACEMENT[0]
-    _PLACEMENT[0] = (mesh, tuple(rules))
+    token = _PLACEMENT.set((mesh, tuple(rules)))
     try:
         yield
     finally:
-        _PLACEMENT[0] = previous
+        _PLACEMENT.reset(token)
 
 
 @functools.lru_cache(maxsize=None)
@@ -63,10 +64,11 @@ def make_param(rngs: nnx.Rngs | None, init: Initializer, shape: Sequence[int],
         raise ValueError(f"axes {axes} do not match shape {shape}")
     key = rngs.params() if rngs is not None else jax.random.key(0)
     shape = tuple(shape)
-    if _PLACEMENT[0] is None:
+    placement = _PLACEMENT.get()
+    if placement is None:
         value = init(key, shape, dtype)
     else:
-        mesh, rules = _PLACEMENT[0]
+        mesh, rules = placement
         sharding = named_sharding(mesh, tuple(axes), rules, shape)
         value = _sharded_initializer(init, shape, jnp.dtype(dtype), sharding)(key)
     return nnx.Param(value, out_sharding=tuple(axes), eager_sharding=False)

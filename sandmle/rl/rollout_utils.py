@@ -24,14 +24,11 @@ class PolicyRollouts:
     ids): every completion has `num_new` tokens.
     """
 
-    def __init__(self, learner: Any, num_new: int, temperature: float = 1.0,
-                 params: Any = None, extra: Any = None):
+    def __init__(self, learner: Any, num_new: int, temperature: float = 1.0):
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         part = learner.parts["policy"]
-        self.model = nnx.merge(learner.graphdefs["policy"],
-                               part.params if params is None else params,
-                               part.extra if extra is None else extra)
+        self.model = nnx.merge(learner.graphdefs["policy"], part.params, part.extra)
         self.sampler = Sampler(self.model, stop_token_ids=())
         self.num_new = num_new
         self.sampling = SamplingParams(temperature=temperature)
