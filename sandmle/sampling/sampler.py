@@ -98,6 +98,10 @@ class Sampler:
         data/fsdp, heads over tensor, experts over expert).
       min_chunk, min_out, cache_multiple: bucketing of the chunk, output and cache lengths.
       token_bytes: byte string of every token id (instead of a tokenizer) for stop strings.
+      kv_dtype: dtype of the KV cache (default: the model's compute dtype). bfloat16 halves
+        the cache's memory and the bytes each decode step reads; logprobs then differ from
+        an fp32 forward by bf16 rounding (~1e-2), so keep the default where the learner's
+        ratio must start at exactly 1.
     """
 
     def __init__(self, model: nnx.Module, *, tokenizer: Any = None,

@@ -206,3 +206,24 @@ def test_sampler_follows_in_place_parameter_updates():
     after = sampler.generate([[1, 2, 3]], max_new_tokens=6, sampling=greedy)
     np.testing.assert_array_equal(after.tokens, before.tokens)
     np.testing.assert_allclose(after.logprobs, before.logprobs, atol=1e-6)
+
+
+def test_bfloat16_cache_stays_bfloat16_across_turns_and_tracks_float32(model):
+    """`kv_dtype` halves the cache; logprobs then drift from the fp32 cache's by bf16 rounding."""
+    greedy = SamplingParams(greedy=True)
+    prompts = [[3, 1, 4], [1, 5, 9, 2, 6]]
+    exact = Sampler(model, stop_token_ids=())
+    half = Sampler(model, stop_token_ids=(), kv_dtype=jnp.bfloat16, cache_multiple=16)
+    ref, got = (s.generate(prompts, max_new_tokens=4, sampling=greedy) for s in (exact, half))
+    # A second turn that outgrows the 16-slot cache, so `_grow` runs on the bf16 cache too.
+    app = [[7, 8] * 6, [2] * 9]
+    ref2 = exact.extend(ref.state, app, max_new_tokens=4, sampling=greedy)
+    got2 = half.extend(got.state, app, max_new_tokens=4, sampling=greedy)
+    assert got2.state.cache_length > got.state.cache_length
+    for leaf in jax.tree.leaves(got2.state.live["cache"]["layers"]):
+        assert leaf.dtype == jnp.bfloat16
+    for leaf in jax.tree.leaves(ref2.state.live["cache"]["layers"]):
+        assert leaf.dtype == jnp.float32
+    for a, b in ((ref, got), (ref2, got2)):
+        gap = np.abs(a.logprobs - b.logprobs)
+        assert 0 < gap.max() < 0.05, gap  # Close, and not secretly the fp32 cache.
