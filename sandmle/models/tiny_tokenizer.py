@@ -11,10 +11,11 @@ Command: sandmle-test-tokenizer --out=/tmp/tok --vocab_size=4096
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from sandmle.models import chat_format as cf
 
@@ -153,7 +154,8 @@ def corpus(num_sentences: int = 12000, seed: int = 0) -> Iterator[str]:
             yield " ".join(names) + "\n"
 
 
-def build_test_tokenizer(path: str | os.PathLike, vocab_size: int = 4096, seed: int = 0) -> str:
+def build_test_tokenizer(path: str | os.PathLike, vocab_size: int = 4096, seed: int = 0,
+                         extra_texts: Iterable[str] = ()) -> str:
     """Train a byte-level BPE tokenizer with Qwen3's added tokens and save it at `path`.
 
     Args:
@@ -161,6 +163,8 @@ def build_test_tokenizer(path: str | os.PathLike, vocab_size: int = 4096, seed: 
       vocab_size: total ids including the 26 added tokens; training stops earlier if the corpus
         has no more merges, so `len(tokenizer)` may be smaller.
       seed: seed of the generated part of the corpus.
+      extra_texts: more training text (e.g. a domain's prompts and code), so that its
+        frequent words become single tokens.
     Returns:
       The directory, loadable with `ChatTokenizer.from_pretrained` / `AutoTokenizer`.
     """
@@ -182,7 +186,7 @@ def build_test_tokenizer(path: str | os.PathLike, vocab_size: int = 4096, seed: 
     trainer = trainers.BpeTrainer(vocab_size=vocab_size - num_added, min_frequency=2,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
-    tok.train_from_iterator(corpus(seed=seed), trainer)
+    tok.train_from_iterator(itertools.chain(corpus(seed=seed), extra_texts), trainer)
     # Added in Qwen3's order so they take the last ids, as in the released tokenizer.
     for content, special in cf.QWEN3_ADDED_TOKENS:
         tok.add_tokens([AddedToken(content, special=special, normalized=False)])
