@@ -109,6 +109,8 @@ def run_app(main: Callable[[list[str]], Any], *, prog: str | None = None,
         sys.exit(0)
 
     _drop_closed_loop_noise()
+    from sandmle import config_lib
+    config_lib.quiet_library_logs()  # before parsing: config files import jax / orbax
 
     def parse(args: list[str]) -> Any:
         try:

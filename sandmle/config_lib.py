@@ -138,7 +138,7 @@ def check_config_file(spec: str) -> None:
                       f"(--config=path/to/config.py[:arg])")
 
 
-def _describe_config_failure(spec: str, error: BaseException) -> str:
+def describe_config_failure(spec: str, error: BaseException) -> str:
     """One line for an exception raised while loading the config file."""
     origin: BaseException = error
     # absl wraps ml_collections' ValueError("Error whilst parsing config file: <the
@@ -174,7 +174,7 @@ def _parse(fv: flags.FlagValues, argv: Sequence[str]) -> list[str]:
         if file_failed or (not overrides and not isinstance(e, flags.Error)):
             # The config file itself failed to load (get_config raised).
             raise ConfigError(f"--config={spec}: "
-                              f"{_describe_config_failure(spec, e)}") from None
+                              f"{describe_config_failure(spec, e)}") from None
         if not overrides:
             raise  # another flag's problem (e.g. an unknown flag): absl's text says it
         try:
