@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -69,16 +70,34 @@ def _help_request(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _flag_lines(flag: flags.Flag) -> list[str]:
+    name = f"--[no]{flag.name}" if isinstance(flag, flags.BooleanFlag) else f"--{flag.name}"
+    if flag.default is None or flag.default == []:
+        default = "none"
+    else:
+        default = flag.default_as_str or repr(flag.default)
+    body = textwrap.fill(" ".join(str(flag.help).split()), width=86, initial_indent="  " + name + ": ",
+                         subsequent_indent="      ")
+    return [body, f"      (default: {default})"]
+
+
 def help_text(prog: str, doc: str | None, flag_values: flags.FlagValues = flags.FLAGS,
               full: bool = False) -> str:
-    """The tool's usage text: its docstring, then its flags with defaults."""
+    """The tool's usage text: its docstring, then its flags with their defaults.
+
+    "Its flags" are those defined outside absl (`full` adds absl's logging and
+    debugging flags too).
+    """
     lines = [(doc or f"USAGE: {prog} [flags]").strip("\n"), ""]
-    by_module = flag_values.flags_by_module_dict()
-    own = sorted(m for m in by_module if full or not m.startswith("absl"))
+    own = [f for module, fs in sorted(flag_values.flags_by_module_dict().items())
+           if full or not module.startswith("absl") for f in fs]
+    seen: set[str] = set()
     if own:
         lines.append("flags:")
-        for module in own:
-            lines.append(flag_values.module_help(module))
+        for flag in sorted(own, key=lambda f: f.name):
+            if flag.name not in seen:
+                seen.add(flag.name)
+                lines += _flag_lines(flag)
     if not full:
         lines += ["", f"{prog} --helpfull also lists absl's logging and debugging flags."]
     return "\n".join(lines).rstrip() + "\n"
@@ -128,6 +147,6 @@ def run_app(main: Callable[[list[str]], Any], *, prog: str | None = None,
         except (UserError, app.UsageError) as e:
             fail(prog, e)
         except KeyboardInterrupt:
-            fail(prog, "interrupted before anything was saved", 130)
+            fail(prog, "interrupted", 130)
 
     app.run(guarded, argv=argv, flags_parser=parse)

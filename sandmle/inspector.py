@@ -22,12 +22,15 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from absl import flags
 
-from sandmle import checkpoint, cli, config_lib, metrics
+from sandmle import cli, config_lib, metrics
+
+if TYPE_CHECKING:  # imported where used: a bad PATH is refused without loading JAX
+    from sandmle import checkpoint
 from sandmle.errors import UserError, one_line
 
 TMP_MARK = ".orbax-checkpoint-tmp"  # Orbax's name for a step folder still being written
@@ -98,6 +101,7 @@ def _leaves_with_paths(tree: Any) -> list[tuple[str, Any]]:
 
 
 def _key_impls(manager: checkpoint.CheckpointManager, step: int) -> dict[str, str]:
+    from sandmle import checkpoint
     internal = manager.read_json(step, "metadata").get(checkpoint._INTERNAL) or {}
     return dict(internal.get("key_impls", {}))
 
@@ -148,6 +152,7 @@ def check_step(manager: checkpoint.CheckpointManager, step: int,
 
 
 def _manager(location: Location) -> checkpoint.CheckpointManager:
+    from sandmle import checkpoint
     try:
         return checkpoint.CheckpointManager(location.directory, read_only=True)
     except FileNotFoundError as e:

@@ -78,9 +78,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, multihost: bool = False
         a resume that would change a field the config does not allow to change.
     """
     from sandmle import config_lib, parallel, resume
-    fn = resolve(config.get("job", ""))
     resume.check_workdir(workdir)
     resume.check_resume(config, workdir)
+    fn = resolve(config.get("job", ""))  # imports the job's module (the slow part)
     parallel.maybe_initialize_distributed(bool(config.get("multihost", False) or multihost))
     validate = validator(config.job)
     if validate is not None:

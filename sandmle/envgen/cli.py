@@ -13,7 +13,6 @@ from ml_collections import config_flags
 
 from sandmle import cli, config_lib, resume
 from sandmle.errors import UserError
-from sandmle.envgen.pipeline import run_envgen
 
 config_flags.DEFINE_config_file("config", None, "configs/envgen.py[:args]; override fields "
                                 "with --config.a.b=value", lock_config=True)
@@ -26,6 +25,7 @@ def main(argv):
     if flags.FLAGS.config is None:
         raise UserError("--config=configs/envgen.py[:arg] is required")
     workdir = resume.check_workdir(flags.FLAGS.workdir)
+    from sandmle.envgen.pipeline import run_envgen  # heavy: only once the input is good
     run_envgen(flags.FLAGS.config, workdir)
 
 

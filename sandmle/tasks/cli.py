@@ -15,7 +15,6 @@ from absl import flags
 
 from sandmle import cli
 from sandmle.errors import UserError
-from sandmle.tasks import grading
 
 _TASK_DIR = flags.DEFINE_string("task_dir", None, "Task directory (with public/ and private/).")
 _SUBMISSION = flags.DEFINE_string("submission", None, "Path of the submission CSV.")
@@ -25,6 +24,7 @@ def main(argv: list[str]) -> int:
     """Grades --submission against --task_dir and prints the report."""
     if len(argv) > 1:
         raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from sandmle.tasks import grading  # pandas: only once there is something to grade
     try:
         report = grading.grade(_TASK_DIR.value, _SUBMISSION.value)
     except (grading.GradingSpecError, grading.AnswersError) as e:
