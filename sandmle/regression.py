@@ -194,6 +194,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         start = int(state["step"])
         writer = metrics.MetricWriter(workdir, resume_step=start)
         last: dict[str, float] = {}
+        # The guard also covers the final waits below: a second signal must not kill
+        # the process while the last (possibly asynchronous) save is being written.
         with preemption.PreemptionGuard() as guard, \
                 metrics.progress(config.steps, initial=start, desc="regression") as bar:
             for step in range(start + 1, config.steps + 1):
@@ -218,8 +220,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     bar.close()
                     guard.announce(step)
                     break
-        ckpt.close()
-        writer.close()
+            ckpt.close()
+            writer.close()
     result = {"step": int(state["step"]), **last}
     logging.info("regression finished: %s", result)
     return result

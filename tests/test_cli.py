@@ -19,6 +19,7 @@ import pytest
 
 from configs import regression as regression_config
 from sandmle import regression, resume
+from test_checkpoint import _truncate_arrays
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REG = os.path.join(ROOT, "configs", "regression.py")
@@ -95,14 +96,6 @@ def prepared_run(tmp_path_factory):
     from sandmle import config_lib
     config_lib.write_config(cfg, work)  # what `sandmle` stores before a run
     return work
-
-
-def _truncate_arrays(step_dir):
-    for root, _, names in os.walk(os.path.join(step_dir, "train_state")):
-        for n in names:
-            path = os.path.join(root, n)
-            if os.sep + "d" + os.sep in path:
-                os.truncate(path, os.path.getsize(path) // 2)
 
 
 def snapshot(top):

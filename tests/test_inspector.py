@@ -10,6 +10,7 @@ import pytest
 
 from configs import regression as regression_config
 from sandmle import inspector, regression
+from test_checkpoint import _truncate_arrays
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,14 +82,6 @@ def test_diff_between_steps_compares_keys_as_keys(workdir):
     proc = _inspect("--diff", workdir / "checkpoints" / "10", workdir)
     assert "A = step 10, B = step 20;" in proc.stdout and "1 different" in proc.stdout
     assert "(step 10)" in proc.stdout and "(step 20)" in proc.stdout
-
-
-def _truncate_arrays(step_dir):
-    for root, _, names in os.walk(os.path.join(step_dir, "train_state")):
-        for n in names:
-            path = os.path.join(root, n)
-            if os.sep + "d" + os.sep in path:
-                os.truncate(path, os.path.getsize(path) // 2)
 
 
 def test_corrupt_newest_step_is_listed_and_the_previous_one_shown(workdir, tmp_path):

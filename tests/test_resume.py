@@ -5,19 +5,8 @@ import os
 import ml_collections
 import pytest
 
-from configs import regression as regression_config
 from sandmle import config_lib, jobs, resume
-
-
-def _config(**changes):
-    cfg = regression_config.get_config("runlocal")
-    for key, value in changes.items():
-        node = cfg
-        *path, leaf = key.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = value
-    return cfg
+from test_regression import _config  # runlocal, 20 steps, checkpoints every 10
 
 
 @pytest.fixture
@@ -58,7 +47,7 @@ def test_a_config_declares_its_own_safe_fields(stored):
     cfg.optim.lr = 0.5
     assert "optim.lr" in resume.check_resume(cfg, stored)
     cfg.steps = 9  # no longer in the (replaced) list
-    with pytest.raises(resume.ResumeError, match="steps: 40 -> 9"):
+    with pytest.raises(resume.ResumeError, match="steps: 20 -> 9"):
         resume.check_resume(cfg, stored)
 
 
