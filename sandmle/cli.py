@@ -76,8 +76,8 @@ def _flag_lines(flag: flags.Flag) -> list[str]:
         default = "none"
     else:
         default = flag.default_as_str or repr(flag.default)
-    body = textwrap.fill(" ".join(str(flag.help).split()), width=86, initial_indent="  " + name + ": ",
-                         subsequent_indent="      ")
+    body = textwrap.fill(" ".join(str(flag.help).split()), width=86,
+                         initial_indent=f"  {name}: ", subsequent_indent="      ")
     return [body, f"      (default: {default})"]
 
 

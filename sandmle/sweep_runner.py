@@ -113,7 +113,7 @@ def _outcome(run: Run) -> dict[str, Any]:
 def _finish(outcome: dict[str, Any], result: dict[str, Any], stopped: bool) -> None:
     rc = result["returncode"]
     status = "ok" if rc == 0 else "failed"
-    if stopped and rc == 0:
+    if stopped and (rc == 0 or result.get("ray_error") == "TaskCancelledError"):
         status = "stopped"  # saved at a step boundary; rerun the sweep to resume
     elif stopped and rc < 0:
         status = "killed"
