@@ -149,7 +149,10 @@ class PreemptionGuard:
             import numpy as np
             from jax.experimental import multihost_utils
             flags = multihost_utils.process_allgather(np.int32(self._received is not None))
-            return bool(np.any(flags))
+            stop = bool(np.any(flags))
+            if stop and self._received is None:
+                self._received = "a signal to another process"
+            return stop
         return self._received is not None
 
     def stop_line(self, step: int) -> str:
