@@ -62,9 +62,12 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_stop_at_the_same_step():
-    # jax.distributed on CPU: Ctrl-C reaches one process only; JAX's preemption sync
-    # point makes both stop at the same step (else the save's collectives would hang).
+@pytest.mark.parametrize("sig,service", [(signal.SIGINT, "true"), (signal.SIGTERM, "false")],
+                         ids=["ctrl-c-jax-sync-point", "sigterm-no-preemption-service"])
+def test_two_processes_stop_at_the_same_step(sig, service):
+    # jax.distributed on CPU: the signal reaches one process only; JAX's preemption sync
+    # point (or, with that service off, a flag all processes OR every step) makes both
+    # stop at the same step, else the save's collectives would hang.
     script = textwrap.dedent(f"""
         import os, sys, time
         os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
@@ -84,6 +87,7 @@ def test_two_processes_stop_at_the_same_step():
     """)
     port = str(_free_port())
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_ENABLE_PREEMPTION_SERVICE"] = service
     procs = [subprocess.Popen([sys.executable, "-c", script, str(i), port], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]
@@ -91,17 +95,18 @@ def test_two_processes_stop_at_the_same_step():
         for p in procs:
             assert p.stdout.readline().strip() == "ready"
         time.sleep(0.5)
-        procs[1].send_signal(signal.SIGINT)
+        procs[1].send_signal(sig)
         outs = [p.communicate(timeout=120) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
-    stops = [o[0].split() for o in outs]
-    assert stops[0][0] == stops[1][0] == "stopped"
+    stops = [next(ln for ln in o[0].splitlines() if ln.startswith("stopped")).split()
+             for o in outs]
     assert stops[0][1] == stops[1][1]  # the same step on both processes
-    assert stops[1][2] == "SIGINT" and stops[0][2] == "preemption"
+    assert stops[1][2] == signal.Signals(sig).name
+    assert stops[0][2] == ("preemption" if service == "true" else "a")
 
 
 # -- the acceptance run -------------------------------------------------------------
