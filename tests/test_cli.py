@@ -253,13 +253,15 @@ def test_ctrl_c_before_the_loop_is_one_line_exit_130(tmp_path):
             return ml_collections.ConfigDict({"job": "slowjob:start"})
     """))
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+    # pytest-xdist workers ignore SIGINT and children inherit that; a terminal does not.
     proc = subprocess.Popen([sys.executable, "-m", "sandmle.main", f"--config={cfg}",
                              f"--workdir={tmp_path}/w"], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout.readline().strip() == "ready"
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
             proc.kill()
