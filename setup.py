@@ -27,7 +27,10 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4"],
+    # TensorBoard reads the metric files back in tests (sandmle.metrics.read_scalar_events).
+    "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "tensorboard>=2.21,<3"],
+    # `tensorboard --logdir WORKDIR` and the metrics reader; writing needs only tensorboardX.
+    "tensorboard": ["tensorboard>=2.21,<3"],
     # CPU wheel on disk here; a bare `torch` would pull a multi-GB CUDA build.
     "torch": ["torch==2.13.0"],
     "ray": ["ray[default]>=2.60,<3"],

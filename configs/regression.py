@@ -14,7 +14,7 @@ Arguments (after the colon): `runlocal` (tiny, CPU), `steps=N`.
 import ml_collections
 
 from configs.common import parse_arg
-from sandmle import checkpoint
+from sandmle import checkpoint_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -33,7 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict({"hidden": 512})
     config.optim = ml_collections.ConfigDict({
         "lr": 3e-3, "warmup_steps": 100, "weight_decay": 1e-4, "grad_clip": 1.0})
-    config.checkpoint = checkpoint.default_config()
+    config.checkpoint = checkpoint_config.default_config()
     config.checkpoint.every_steps = 500
     # Mesh axes (data, fsdp, tensor, expert); -1 takes the remaining devices.
     config.mesh = ml_collections.ConfigDict({"shape": (-1, 1, 1, 1)})

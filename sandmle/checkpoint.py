@@ -33,6 +33,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from sandmle.checkpoint_config import default_config  # noqa: F401  (the config block)
+
 ITEMS: tuple[str, ...] = ("train_state", "loop_state", "metadata")
 _INTERNAL = "__sandmle__"  # metadata key holding what restore needs (key leaves)
 FORMAT_VERSION = 1
@@ -44,19 +46,6 @@ class CorruptCheckpointWarning(UserWarning):
 
 class CheckpointError(RuntimeError):
     """No checkpoint step could be restored."""
-
-
-def default_config() -> ml_collections.ConfigDict:
-    """Checkpoint knobs (`config.checkpoint`)."""
-    return ml_collections.ConfigDict({
-        # "" = <workdir>/checkpoints; multi-host runs need storage every host sees
-        # (e.g. gs://bucket/run/checkpoints; Orbax writes gs:// natively).
-        "directory": "",
-        "every_steps": 100,     # save every N steps (and always at the end)
-        "max_to_keep": 3,       # keep the last N steps ...
-        "keep_every": 0,        # ... plus every step divisible by K (0: none)
-        "async_save": True,     # write in a background thread while training goes on
-    })
 
 
 @dataclasses.dataclass

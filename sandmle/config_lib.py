@@ -8,9 +8,12 @@ Entry points define their flags with `define_flags()`:
   --multihost                   call jax.distributed.initialize (pod / cluster)
 
 A locked ConfigDict refuses unknown fields, so a misspelt override stops the run
-with a message naming the field and what the config does have (`parse_flags`).
+with a message naming the field and what the config does have (`parse_flags`); a
+missing or failing config file gets one line too (`ConfigError`, a `UserError`).
 `write_config` stores the resolved config as `config.json` and as `config.py`,
 a config file that `--config=<workdir>/config.py` loads back unchanged.
+`sandmle.resume` checks a workdir and a resumed run's config before anything is
+written.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import math
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,11 +31,17 @@ import ml_collections
 from absl import flags, logging
 from ml_collections import config_flags
 
+from sandmle.errors import UserError, one_line
+
 CONFIG_JSON = "config.json"
 CONFIG_PY = "config.py"
 
 
-class ConfigOverrideError(ValueError):
+class ConfigError(UserError, ValueError):
+    """The config file is missing or its `get_config` failed."""
+
+
+class ConfigOverrideError(ConfigError):
     """A `--config.a.b=v` override names no field, or a value of the wrong type."""
 
 
@@ -107,15 +117,66 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
     return fv.config
 
 
+def _config_path(spec: str) -> str:
+    return spec.split(":", 1)[0]
+
+
+def check_config_file(spec: str) -> None:
+    """Raises ConfigError unless `spec`'s file (`path.py[:arg]`) exists."""
+    path = _config_path(spec)
+    if os.path.isfile(path):
+        return
+    folder = os.path.dirname(path) or "."
+    hint = ""
+    if os.path.isdir(folder):
+        near = difflib.get_close_matches(os.path.basename(path), [
+            n for n in os.listdir(folder) if n.endswith(".py")], n=1)
+        if near:
+            hint = f"; did you mean {os.path.join(os.path.dirname(path), near[0])}?"
+    what = "is a directory" if os.path.isdir(path) else "does not exist"
+    raise ConfigError(f"config file {path!r} {what}{hint} "
+                      f"(--config=path/to/config.py[:arg])")
+
+
+def describe_config_failure(spec: str, error: BaseException) -> str:
+    """One line for an exception raised while loading the config file."""
+    origin: BaseException = error
+    # absl wraps ml_collections' ValueError("Error whilst parsing config file: <the
+    # traceback>"), which wraps what get_config raised: report that one.
+    while origin.__context__ is not None and (
+            isinstance(origin, flags.Error) or "Error whilst parsing config file" in str(origin)):
+        origin = origin.__context__
+    if isinstance(origin, flags.Error):  # no underlying exception: absl's text says it
+        return one_line(str(origin).split("Traceback")[0])
+    where = ""
+    config_file = os.path.abspath(_config_path(spec))
+    if isinstance(origin, SyntaxError) and origin.filename:
+        where = f" ({origin.filename}:{origin.lineno})"
+    else:
+        frames = [f for f in traceback.extract_tb(origin.__traceback__)
+                  if os.path.abspath(f.filename) == config_file]
+        if frames:
+            where = f" ({_config_path(spec)}:{frames[-1].lineno})"
+    kind = "" if isinstance(origin, (ValueError, UserError)) else f"{type(origin).__name__}: "
+    return f"{kind}{one_line(origin)}{where}"
+
+
 def _parse(fv: flags.FlagValues, argv: Sequence[str]) -> list[str]:
+    spec, overrides = _split_spec(argv[1:])
+    if spec is not None:
+        check_config_file(spec)
     try:
         return fv(list(argv))
     except Exception as e:  # absl/ml_collections raise several kinds here
-        spec, overrides = _split_spec(argv[1:])
         if spec is None:
             raise
+        file_failed = str(e).startswith("flag --config=")
+        if file_failed or (not overrides and not isinstance(e, flags.Error)):
+            # The config file itself failed to load (get_config raised).
+            raise ConfigError(f"--config={spec}: "
+                              f"{describe_config_failure(spec, e)}") from None
         if not overrides:
-            raise  # the config file itself failed to load; its own error says why
+            raise  # another flag's problem (e.g. an unknown flag): absl's text says it
         try:
             base = load_config(spec)
         except Exception:
@@ -125,20 +186,12 @@ def _parse(fv: flags.FlagValues, argv: Sequence[str]) -> list[str]:
             if why:
                 raise ConfigOverrideError(
                     f"bad override --config.{name}={value}: {why}") from None
-        raise ConfigOverrideError(f"bad config override: {e}") from None
+        raise ConfigOverrideError(f"bad config override: {one_line(e)}") from None
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl `flags_parser` for `app.run`: a bad override exits with one clear line."""
-    try:
-        return _parse(flags.FLAGS, argv)
-    except ConfigOverrideError as e:
-        print(f"sandmle: {e}", file=sys.stderr)
-        sys.exit(2)
-    except flags.Error as e:
-        print(f"sandmle: {e}\nPass --help for the flags.",
-              file=sys.stderr)
-        sys.exit(2)
+    """`flags_parser` for `cli.run_app`: config problems raise ConfigError (one line)."""
+    return _parse(flags.FLAGS, argv)
 
 
 class _QuietLibraries:
@@ -153,10 +206,12 @@ class _QuietLibraries:
                 or not any(m in record.pathname for m in self.markers))
 
 
-def quiet_library_logs(prefixes: Sequence[str] = ("orbax",), min_level: int = 30) -> None:
+def quiet_library_logs(prefixes: Sequence[str] = ("orbax", "jax"),
+                       min_level: int = 30) -> None:
     """Keeps only records at `min_level` or above (default: warnings) from `prefixes`."""
-    import logging as std_logging
-    std_logging.getLogger("absl").addFilter(_QuietLibraries(prefixes, min_level))
+    # On absl's handler, so records of libraries logging through the standard
+    # `logging` module (jax) are filtered as well as those through absl's (orbax).
+    logging.get_absl_handler().addFilter(_QuietLibraries(prefixes, min_level))
 
 
 # -- the resolved config on disk --------------------------------------------
@@ -231,22 +286,28 @@ def config_to_json(config: ml_collections.ConfigDict) -> str:
     return config.to_json_best_effort(indent=2, sort_keys=True)
 
 
+def _write_atomic(path: str, text: str) -> None:
+    # A run killed mid-write keeps the previous file whole.
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def write_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> tuple[str, str]:
     """Writes `config.json` and `config.py` into `workdir`; returns both paths."""
     workdir = os.fspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     json_path = os.path.join(workdir, CONFIG_JSON)
     py_path = os.path.join(workdir, CONFIG_PY)
-    with open(json_path, "w", encoding="utf-8") as f:
-        f.write(config_to_json(config) + "\n")
+    _write_atomic(json_path, config_to_json(config) + "\n")
     try:
         source = config_to_python(config)
     except TypeError as e:
         # JSON still holds the run's settings; the Python form needs literals only.
         logging.warning("not writing %s: %s", py_path, e)
         return json_path, ""
-    with open(py_path, "w", encoding="utf-8") as f:
-        f.write(source)
+    _write_atomic(py_path, source)
     return json_path, py_path
 
 

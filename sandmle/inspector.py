@@ -1,6 +1,7 @@
-r"""`sandmle-inspect`: what is inside a workdir's checkpoints, without the model code.
+r"""sandmle-inspect: what is inside a run's checkpoints and metrics, without the model code.
 
-  sandmle-inspect WORKDIR                 steps, then the newest step's tree, config, metrics
+  sandmle-inspect WORKDIR                 steps, the newest good step's tree, config and
+                                          metrics, and the run's metric files
   sandmle-inspect WORKDIR --step 200      the same at step 200
   sandmle-inspect WORKDIR/checkpoints/200 one step directory
   sandmle-inspect --diff A B              largest |a - b| per leaf of two checkpoints
@@ -8,7 +9,11 @@ r"""`sandmle-inspect`: what is inside a workdir's checkpoints, without the model
 PATH may be a workdir (holding `checkpoints/`), a checkpoint directory (holding step
 folders) or one step folder. Shapes, dtypes and shardings come from Orbax's stored
 metadata and the config and metrics from the JSON items, so nothing of the model is
-imported; `--diff` reads the arrays onto this host's first device.
+imported. Every step's metadata is checked and the shown step's arrays are read
+(`--noverify` skips that for big checkpoints): a damaged step is listed as corrupt
+with the reason, a save that never finished as partial, and the newest good step is
+shown instead. `--diff` reads the arrays onto this host's first device and compares
+PRNG keys as keys (equal / different).
 """
 
 from __future__ import annotations
@@ -17,12 +22,22 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from sandmle import checkpoint, config_lib
+from sandmle import cli, config_lib, metrics
+
+if TYPE_CHECKING:  # imported where used: a bad PATH is refused without loading JAX
+    from sandmle import checkpoint
+from sandmle.errors import UserError, one_line
+
+TMP_MARK = ".orbax-checkpoint-tmp"  # Orbax's name for a step folder still being written
+
+
+class InspectError(UserError):
+    """A path that holds no checkpoint, or a step that cannot be read."""
 
 
 @dataclasses.dataclass
@@ -30,22 +45,23 @@ class Location:
     """A checkpoint directory and, when PATH named one, a step."""
     directory: str
     step: int | None
+    workdir: str | None = None
 
 
 def locate(path: str) -> Location:
     """Resolves PATH (workdir, checkpoint directory or step folder)."""
     path = os.path.abspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist")
+        raise InspectError(f"{path} does not exist")
     base = os.path.basename(path.rstrip(os.sep))
     if base.isdigit() and os.path.isdir(os.path.join(path, "train_state")):
         return Location(os.path.dirname(path), int(base))
     if os.path.isdir(os.path.join(path, "checkpoints")):
-        return Location(os.path.join(path, "checkpoints"), None)
-    if any(name.isdigit() for name in os.listdir(path)):
+        return Location(os.path.join(path, "checkpoints"), None, workdir=path)
+    if os.path.isdir(path) and any(n.split(".")[0].isdigit() for n in os.listdir(path)):
         return Location(path, None)
-    raise FileNotFoundError(f"{path} holds no checkpoints (expected a workdir with "
-                            f"checkpoints/, a checkpoint directory or a step folder)")
+    raise InspectError(f"{path} holds no checkpoints (expected a workdir with "
+                       f"checkpoints/, a checkpoint directory or a step folder)")
 
 
 def _fmt_bytes(n: float) -> str:
@@ -84,10 +100,15 @@ def _leaves_with_paths(tree: Any) -> list[tuple[str, Any]]:
     return [(jax.tree_util.keystr(p), leaf) for p, leaf in flat]
 
 
+def _key_impls(manager: checkpoint.CheckpointManager, step: int) -> dict[str, str]:
+    from sandmle import checkpoint
+    internal = manager.read_json(step, "metadata").get(checkpoint._INTERNAL) or {}
+    return dict(internal.get("key_impls", {}))
+
+
 def tree_rows(manager: checkpoint.CheckpointManager, step: int) -> list[dict[str, Any]]:
     """One row per array: path, shape, dtype, bytes, sharding."""
-    internal = manager.read_json(step, "metadata").get(checkpoint._INTERNAL) or {}
-    key_impls = internal.get("key_impls", {})
+    key_impls = _key_impls(manager, step)
     rows = []
     for path, meta in _leaves_with_paths(manager.tree_metadata(step)):
         shape = tuple(int(s) for s in (meta.shape or ()))
@@ -99,14 +120,10 @@ def tree_rows(manager: checkpoint.CheckpointManager, step: int) -> list[dict[str
     return rows
 
 
-def read_arrays(location: Location) -> dict[str, np.ndarray]:
-    """Every array of one step as host numpy, keyed by tree path."""
+def _read_step_arrays(manager: checkpoint.CheckpointManager, step: int
+                      ) -> dict[str, np.ndarray]:
     import jax
     import orbax.checkpoint as ocp
-    manager = checkpoint.CheckpointManager(location.directory, read_only=True)
-    step = location.step if location.step is not None else manager.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint steps in {location.directory}")
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device),
@@ -116,9 +133,80 @@ def read_arrays(location: Location) -> dict[str, np.ndarray]:
     return {p: np.asarray(x) for p, x in _leaves_with_paths(restored)}
 
 
+def check_step(manager: checkpoint.CheckpointManager, step: int,
+               read_arrays: bool = False) -> str | None:
+    """Why `step` cannot be restored (one line), or None when it reads back.
+
+    Always reads the JSON items and Orbax's array metadata; `read_arrays` also reads
+    every array (what catches a truncated data file).
+    """
+    try:
+        manager.read_json(step, "metadata")
+        manager.read_json(step, "loop_state")
+        tree_rows(manager, step)
+        if read_arrays:
+            _read_step_arrays(manager, step)
+    except Exception as e:  # any reader error means the step is damaged
+        return f"{type(e).__name__}: {one_line(e)}"[:300]
+    return None
+
+
+def _manager(location: Location) -> checkpoint.CheckpointManager:
+    from sandmle import checkpoint
+    try:
+        return checkpoint.CheckpointManager(location.directory, read_only=True)
+    except FileNotFoundError as e:
+        raise InspectError(str(e)) from None
+
+
+def resolve_step(location: Location, manager: checkpoint.CheckpointManager,
+                 step: int | None = None, verify: bool = True) -> tuple[int, list[str]]:
+    """The step to show and notes on newer steps that were passed over.
+
+    A step that was asked for (by `step` or by PATH) must read back or this raises;
+    otherwise the newest step that reads back is chosen.
+    """
+    asked = step if step is not None else location.step
+    steps = manager.all_steps()
+    if asked is not None:
+        if asked not in steps:
+            raise InspectError(f"no step {asked} in {location.directory}; steps: {steps}")
+        why = check_step(manager, asked, read_arrays=verify)
+        if why:
+            raise InspectError(f"step {asked} in {location.directory} is corrupt: {why}")
+        return asked, []
+    notes = []
+    for candidate in reversed(steps):
+        why = check_step(manager, candidate, read_arrays=verify)
+        if why is None:
+            return candidate, notes
+        notes.append(f"step {candidate} is corrupt ({why})")
+    raise InspectError(f"no step in {location.directory} reads back: " +
+                       ("; ".join(notes) if notes else "no finalized steps"))
+
+
+def read_arrays(location: Location) -> dict[str, np.ndarray]:
+    """Every array of one step as host numpy, keyed by tree path."""
+    manager = _manager(location)
+    step, _ = resolve_step(location, manager, verify=False)
+    return _read_step_arrays(manager, step)
+
+
 def diff(a: Location, b: Location) -> list[dict[str, Any]]:
-    """Largest absolute difference per leaf (None where a leaf is missing/mismatched)."""
-    xa, xb = read_arrays(a), read_arrays(b)
+    """Largest absolute difference per leaf; PRNG keys compared as keys.
+
+    Each row: path, shape, max_abs_diff (None for keys and mismatches), note.
+    """
+    sides = []
+    for loc in (a, b):
+        manager = _manager(loc)
+        step, _ = resolve_step(loc, manager, verify=False)
+        try:
+            sides.append((_read_step_arrays(manager, step), _key_impls(manager, step)))
+        except Exception as e:  # damaged arrays: one line, not a traceback
+            raise InspectError(f"step {step} in {loc.directory} is corrupt: "
+                               f"{type(e).__name__}: {one_line(e)}"[:400]) from None
+    (xa, keys_a), (xb, keys_b) = sides
     rows = []
     for path in sorted(set(xa) | set(xb)):
         if path not in xa or path not in xb:
@@ -129,6 +217,16 @@ def diff(a: Location, b: Location) -> list[dict[str, Any]]:
         if va.shape != vb.shape:
             rows.append({"path": path, "shape": va.shape, "max_abs_diff": None,
                          "note": f"shape {va.shape} vs {vb.shape}"})
+            continue
+        if path in keys_a or path in keys_b:
+            # Key data are raw bits: a numeric difference between them means nothing.
+            impl_a, impl_b = keys_a.get(path), keys_b.get(path)
+            same = impl_a == impl_b and va.tobytes() == vb.tobytes()
+            note = f"key<{impl_a or impl_b}>: {'equal' if same else 'different'}"
+            if impl_a != impl_b:
+                note += f" (implementations {impl_a} vs {impl_b})"
+            rows.append({"path": path, "shape": va.shape, "max_abs_diff": None,
+                         "note": note, "key": True, "equal": same})
             continue
         kind = np.float64 if va.dtype.kind in "fcV" or "bfloat16" in str(va.dtype) else np.int64
         delta = np.abs(va.astype(kind) - vb.astype(kind))
@@ -146,42 +244,77 @@ def _console() -> Any:
     return Console(width=None if sys.stdout.isatty() else 160, soft_wrap=False)
 
 
-def _steps_table(manager: checkpoint.CheckpointManager) -> Any:
+def _steps_table(manager: checkpoint.CheckpointManager, shown: int | None,
+                 statuses: dict[int, str | None], verified: bool) -> Any:
     from rich.table import Table
     table = Table(title=f"checkpoints in {manager.directory}")
     for col in ("step", "size", "metrics", "status"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for step in manager.all_steps():
-        try:
+        why = statuses.get(step)
+        shown_metrics = ""
+        if why is None:
             meta = manager.read_json(step, "metadata")
-            shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                              for k, v in sorted((meta.get("metrics") or {}).items()))
-            status = "ok"
-        except Exception as e:  # a damaged step is listed, not fatal
-            shown, status = "", f"unreadable: {type(e).__name__}"
-        table.add_row(str(step), _fmt_bytes(_dir_bytes(manager.step_dir(step))), shown, status)
+            shown_metrics = ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in sorted((meta.get("metrics") or {}).items()))
+            checked = "arrays read" if step == shown and verified else "metadata read"
+            status = f"ok ({checked})"
+        else:
+            status = f"corrupt: {why}"
+        table.add_row(str(step), _fmt_bytes(_dir_bytes(manager.step_dir(step))),
+                      shown_metrics, status)
     for name in sorted(os.listdir(manager.directory)):
-        if ".corrupt-" in name:
-            table.add_row(name.split(".")[0], _fmt_bytes(_dir_bytes(
-                os.path.join(manager.directory, name))), "", f"set aside as {name}")
+        path = os.path.join(manager.directory, name)
+        if TMP_MARK in name:
+            table.add_row(name.split(".")[0], _fmt_bytes(_dir_bytes(path)), "",
+                          f"partial: the save never finished ({name})")
+        elif ".corrupt-" in name:
+            table.add_row(name.split(".")[0], _fmt_bytes(_dir_bytes(path)), "",
+                          f"set aside as {name}")
     return table
 
 
-def show(path: str, step: int | None = None) -> None:
-    """Prints the steps, and the tree, config and metrics of one step."""
+def metric_files_summary(workdir: str) -> list[str]:
+    """Lines on the run's metrics.jsonl and TensorBoard files (what survived a crash)."""
+    lines = []
+    jsonl = os.path.join(workdir, metrics.JSONL_NAME)
+    if os.path.exists(jsonl):
+        records = metrics.read_jsonl(jsonl)
+        steps = [r.get("step") for r in records if isinstance(r.get("step"), int)]
+        span = f", steps {min(steps)}..{max(steps)}" if steps else ""
+        lines.append(f"metrics.jsonl: {len(records)} records{span}")
+    try:
+        events = metrics.read_scalar_events(workdir)
+    except FileNotFoundError:
+        events = None
+    except ImportError as e:
+        lines.append(f"tensorboard: not read ({e})")
+        events = None
+    if events:
+        last = max(step for values in events.values() for step, _ in values)
+        count = max(len(values) for values in events.values())
+        lines.append(f"tensorboard: {len(events)} tags, up to {count} points each, "
+                     f"last step {last}")
+    return lines
+
+
+def show(path: str, step: int | None = None, verify: bool = True) -> int:
+    """Prints the steps, and the tree, config and metrics of one step; returns it."""
     from rich.table import Table
     loc = locate(path)
-    manager = checkpoint.CheckpointManager(loc.directory, read_only=True)
+    manager = _manager(loc)
     console = _console()
-    console.print(_steps_table(manager))
-    step = step if step is not None else loc.step if loc.step is not None \
-        else manager.latest_step()
-    if step is None:
-        console.print("no finalized checkpoint steps")
-        return
-    if step not in manager.all_steps():
-        raise FileNotFoundError(f"no step {step} in {loc.directory}; steps: "
-                                f"{manager.all_steps()}")
+    step, notes = resolve_step(loc, manager, step, verify=verify)
+    statuses = {s: check_step(manager, s) for s in manager.all_steps() if s != step}
+    statuses[step] = None
+    for note in notes:  # newer damaged steps keep the reason found while choosing
+        bad = int(note.split()[1])
+        statuses[bad] = note.split("(", 1)[1].rstrip(")")
+    console.print(_steps_table(manager, step, statuses, verify))
+    if notes:
+        print(f"sandmle-inspect: newest step is corrupt; showing step {step} (the newest "
+              f"that reads back)", file=sys.stderr)
     rows = tree_rows(manager, step)
     table = Table(title=f"train_state at step {step}")
     for col in ("path", "shape", "dtype", "bytes", "sharding"):
@@ -200,13 +333,22 @@ def show(path: str, step: int | None = None) -> None:
     console.print_json(json.dumps(manager.read_json(step, "loop_state")))
     console.print(f"[bold]config at step {step}[/bold]")
     console.print_json(json.dumps(meta.get("config")))
+    if loc.workdir:
+        console.print("[bold]metric files[/bold]")
+        for line in metric_files_summary(loc.workdir) or ["none"]:
+            console.print(line, highlight=False)
+    return step
 
 
 def show_diff(path_a: str, path_b: str) -> list[dict[str, Any]]:
     """Prints (and returns) the largest absolute difference per leaf."""
     from rich.table import Table
-    rows = diff(locate(path_a), locate(path_b))
-    table = Table(title=f"max |A - B| per leaf\nA = {path_a}\nB = {path_b}")
+    loc_a, loc_b = locate(path_a), locate(path_b)
+    step_a, _ = resolve_step(loc_a, _manager(loc_a), verify=False)
+    step_b, _ = resolve_step(loc_b, _manager(loc_b), verify=False)
+    rows = diff(Location(loc_a.directory, step_a), Location(loc_b.directory, step_b))
+    table = Table(title=f"max |A - B| per leaf\nA = {path_a} (step {step_a})\n"
+                        f"B = {path_b} (step {step_b})")
     for col in ("path", "shape", "max_abs_diff", "note"):
         table.add_column(col, overflow="fold")
     for r in rows:
@@ -216,35 +358,38 @@ def show_diff(path_a: str, path_b: str) -> list[dict[str, Any]]:
     console.print(table)
     worst = max((r["max_abs_diff"] for r in rows if r["max_abs_diff"] is not None),
                 default=0.0)
-    console.print(f"largest difference over all leaves: {worst:.6g}")
+    keys = [r for r in rows if r.get("key")]
+    keys_note = (f"; PRNG keys: {sum(r['equal'] for r in keys)} equal, "
+                 f"{sum(not r['equal'] for r in keys)} different") if keys else ""
+    console.print(f"A = step {step_a}, B = step {step_b}; largest difference over all "
+                  f"numeric leaves: {worst:.6g}{keys_note}", highlight=False)
     return rows
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("step", None, "Step to show (default: PATH's step or the newest).")
+flags.DEFINE_integer("step", None, "Step to show (default: PATH's step or the newest "
+                     "that reads back).")
 flags.DEFINE_bool("diff", False, "Compare two checkpoints: sandmle-inspect --diff A B.")
+flags.DEFINE_bool("verify", True, "Read every array of the shown step (catches truncated "
+                  "data files); --noverify checks metadata only (big checkpoints).")
 
 
 def main(argv: list[str]) -> None:
     config_lib.quiet_library_logs(min_level=40)  # read-only notices are expected here
     args = argv[1:]
-    try:
-        if FLAGS.diff:
-            if len(args) != 2:
-                raise app.UsageError("--diff needs two checkpoint paths: --diff A B")
-            show_diff(*args)
-        else:
-            if len(args) != 1:
-                raise app.UsageError("usage: sandmle-inspect PATH [--step N] | --diff A B")
-            show(args[0], FLAGS.step)
-    except (FileNotFoundError, checkpoint.CheckpointError) as e:
-        print(f"sandmle-inspect: {e}", file=sys.stderr)
-        sys.exit(2)
+    if FLAGS.diff:
+        if len(args) != 2:
+            raise UserError("--diff needs two checkpoint paths: --diff A B")
+        show_diff(*args)
+    else:
+        if len(args) != 1:
+            raise UserError("give one PATH: sandmle-inspect PATH [--step N] | --diff A B")
+        show(args[0], FLAGS.step, verify=FLAGS.verify)
 
 
 def run() -> None:
     """Console script `sandmle-inspect`."""
-    app.run(main)
+    cli.run_app(main, prog="sandmle-inspect", doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,12 @@
 registry costs nothing until a job runs and a job's heavy imports never slow the
 others. `config.job` may also be a literal `"module:function"`. Every job is called
 as `fn(config, workdir)`.
+
+`run` checks before it writes anything: the workdir can be written
+(`resume.check_workdir`), the job's module accepts the config (its optional
+`validate_config(config)`, raising `sandmle.errors.UserError`), and a workdir that
+already holds a run is only resumed with changes its config allows
+(`resume.check_resume`). Then it stores the resolved config and calls the job.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from typing import Any
 import ml_collections
 from absl import logging
 
+from sandmle.errors import UserError
+
 JOBS: dict[str, str] = {
     # The frame's end-to-end check: a sharded MLP regression with metrics,
     # checkpoints and exact resume (configs/regression.py).
@@ -24,7 +32,7 @@ JOBS: dict[str, str] = {
 }
 
 
-class UnknownJobError(ValueError):
+class UnknownJobError(UserError, ValueError):
     """`config.job` names no registered job and no importable function."""
 
 
@@ -52,11 +60,31 @@ def resolve(job: str) -> Callable[[ml_collections.ConfigDict, str], Any]:
     return fn
 
 
+def validator(job: str) -> Callable[[ml_collections.ConfigDict], Any] | None:
+    """The `validate_config` function next to a job's function, if its module has one."""
+    target = JOBS.get(job, job)
+    module = importlib.import_module(target.partition(":")[0])
+    fn = getattr(module, "validate_config", None)
+    return fn if callable(fn) else None
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, multihost: bool = False) -> Any:
-    """Initialises multi-host if asked, writes the resolved config, runs the job."""
-    from sandmle import config_lib, parallel
-    fn = resolve(config.get("job", ""))
+    """Checks, initialises multi-host if asked, writes the resolved config, runs the job.
+
+    Nothing is written to `workdir` before every check has passed.
+
+    Raises:
+      UserError: an unknown job, an unwritable workdir, a config the job refuses, or
+        a resume that would change a field the config does not allow to change.
+    """
+    from sandmle import config_lib, parallel, resume
+    resume.check_workdir(workdir)
+    resume.check_resume(config, workdir)
+    fn = resolve(config.get("job", ""))  # imports the job's module (the slow part)
     parallel.maybe_initialize_distributed(bool(config.get("multihost", False) or multihost))
+    validate = validator(config.job)
+    if validate is not None:
+        validate(config)
     import jax
     if jax.process_index() == 0:
         json_path, _ = config_lib.write_config(config, workdir)

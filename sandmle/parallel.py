@@ -19,6 +19,8 @@ from absl import logging
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from sandmle.errors import UserError
+
 MESH_AXES: tuple[str, ...] = ("data", "fsdp", "tensor", "expert")
 
 # Logical name -> mesh axes. Parameters shard their `embed` side over fsdp (ZeRO-3
@@ -49,6 +51,10 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
 )
 
 
+class MeshShapeError(UserError, ValueError):
+    """A mesh shape that does not fit the devices (a config error: one line, exit 2)."""
+
+
 def rules_from_config(overrides: Mapping[str, Any] | None = None) -> tuple[tuple[str, Any], ...]:
     """Returns DEFAULT_RULES with `overrides` (logical name -> mesh axes) applied."""
     rules = dict(DEFAULT_RULES)
@@ -65,25 +71,30 @@ def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...
     """Fills a single -1 in `shape` so that the product equals `num_devices`.
 
     Raises:
-      ValueError: when the shape has the wrong length, more than one -1, or does not
-        divide the device count.
+      MeshShapeError (a ValueError): when the shape has the wrong length, more than
+        one -1, or does not divide the device count.
     """
-    shape = tuple(int(s) for s in shape)
+    try:
+        shape = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise MeshShapeError(f"mesh shape {shape!r} must be {len(MESH_AXES)} integers, "
+                             f"one per axis {MESH_AXES}") from None
     if len(shape) != len(MESH_AXES):
-        raise ValueError(
+        raise MeshShapeError(
             f"mesh shape {shape} must have {len(MESH_AXES)} entries for axes {MESH_AXES}")
     if shape.count(-1) > 1:
-        raise ValueError(f"mesh shape {shape}: at most one axis may be -1")
+        raise MeshShapeError(f"mesh shape {shape}: at most one axis may be -1")
     if any(s == 0 or s < -1 for s in shape):
-        raise ValueError(f"mesh shape {shape}: sizes must be positive or -1")
+        raise MeshShapeError(f"mesh shape {shape}: sizes must be positive or -1")
     known = math.prod(s for s in shape if s != -1)
     if -1 in shape:
         if num_devices % known:
-            raise ValueError(
-                f"mesh shape {shape}: {num_devices} devices are not divisible by {known}")
+            raise MeshShapeError(
+                f"mesh shape {shape}: the {num_devices} devices are not divisible by "
+                f"{known}; choose sizes whose product divides {num_devices}")
         shape = tuple(num_devices // known if s == -1 else s for s in shape)
     if math.prod(shape) != num_devices:
-        raise ValueError(
+        raise MeshShapeError(
             f"mesh shape {shape} holds {math.prod(shape)} devices but {num_devices} are "
             f"available; use -1 on one axis to fill the rest")
     return shape

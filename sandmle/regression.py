@@ -4,12 +4,16 @@ A two-layer MLP learns a fixed random teacher (`y = tanh(x A) B + noise`) with
 Optax, its parameters placed on the configured mesh by logical axis names, its
 batches sharded over the data axes, metrics written to TensorBoard/JSONL/console,
 and checkpoints saved with the sampler position so that a killed run resumes to
-the bit-identical result of an uninterrupted one. It is the smallest real training
-job: it checks a new machine (`configs/regression.py`), backs the frame's tests, and
-shows the loop every later job follows.
+the bit-identical result of an uninterrupted one. SIGTERM or Ctrl-C saves at the next
+step and exits cleanly (`sandmle.preemption`); a resumed run rewinds metrics.jsonl to
+the restored step. It is the smallest real training job: it checks a new machine
+(`configs/regression.py`), backs the frame's tests, and shows the loop every later job
+follows, `validate_config` included (`sandmle.jobs` calls it before anything is written).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +22,8 @@ import numpy as np
 import optax
 from absl import logging
 
-from sandmle import checkpoint, metrics, parallel
+from sandmle import checkpoint, metrics, parallel, preemption
+from sandmle.config_lib import ConfigError
 
 PARAM_NAMES = {"w_in": ("embed", "mlp"), "b_in": ("mlp",),
                "w_out": ("mlp", "embed"), "b_out": ("embed",)}
@@ -91,17 +96,59 @@ def _global_batch(arr: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array
     return jax.make_array_from_process_local_data(sharding, local, arr.shape)
 
 
+def _batch_shards(mesh_shape: dict[str, int]) -> int:
+    return mesh_shape["data"] * mesh_shape["fsdp"] * mesh_shape["expert"]
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError (one line) for a config this job cannot run.
+
+    Called by `sandmle.jobs.run` before the workdir is touched, and again by
+    `train_and_evaluate`. Needs the devices (the mesh must fit them).
+    """
+    def positive(name: str, value: Any, minimum: int = 1) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"config.{name} must be an integer >= {minimum}, got {value!r}")
+
+    positive("steps", config.steps)
+    positive("batch_size", config.batch_size)
+    positive("log_every", config.log_every)
+    positive("eval_every", config.eval_every)
+    positive("checkpoint.every_steps", config.checkpoint.every_steps)
+    positive("model.hidden", config.model.hidden)
+    for name in ("num_train", "features", "teacher_hidden"):
+        positive(f"data.{name}", config.data[name])
+    positive("data.num_eval", config.data.num_eval, 0)
+    positive("optim.warmup_steps", config.optim.warmup_steps, 0)
+    if config.optim.warmup_steps >= config.steps:
+        raise ConfigError(f"config.optim.warmup_steps ({config.optim.warmup_steps}) must be "
+                          f"smaller than config.steps ({config.steps})")
+    if config.batch_size > config.data.num_train:
+        raise ConfigError(f"config.batch_size {config.batch_size} exceeds the "
+                          f"{config.data.num_train} training rows (config.data.num_train)")
+    try:
+        shape = parallel.resolve_mesh_shape(tuple(config.mesh.shape), jax.device_count())
+    except parallel.MeshShapeError as e:
+        raise ConfigError(f"config.mesh.shape: {e}") from None
+    shards = _batch_shards(dict(zip(parallel.MESH_AXES, shape)))
+    for name, rows in (("batch_size", config.batch_size),
+                       ("data.num_eval", config.data.num_eval)):
+        if rows % shards:
+            raise ConfigError(f"config.{name} {rows} does not divide over the mesh "
+                              f"{dict(zip(parallel.MESH_AXES, shape))} ({shards} batch "
+                              f"shards); use a multiple of {shards}")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains for `config.steps`, resuming from the newest good checkpoint.
 
+    SIGTERM / Ctrl-C save the step in progress and return early (exit 0).
     Returns the final metrics (train loss, eval loss, step).
     """
+    validate_config(config)
     mesh = parallel.mesh_from_config(config)
     rules = parallel.rules_from_config(config.get("axis_rules", None))
     data = make_data(config)
-    if config.batch_size % (mesh.shape["data"] * mesh.shape["fsdp"] * mesh.shape["expert"]):
-        raise ValueError(f"batch_size {config.batch_size} does not divide over the mesh "
-                         f"{dict(mesh.shape)}")
     schedule = optax.warmup_cosine_decay_schedule(
         0.0, config.optim.lr, config.optim.warmup_steps, max(config.steps, 1))
     tx = optax.chain(optax.clip_by_global_norm(config.optim.grad_clip),
@@ -125,7 +172,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             params = optax.apply_updates(state["params"], updates)
             new = {"params": params, "opt_state": opt_state, "step": state["step"] + 1,
                    "rng": rng}
-            return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+            # lr computed on device: a host-side schedule call costs more than the step.
+            return new, {"loss": loss, "grad_norm": optax.tree.norm(grads),
+                         "lr": schedule(new["step"])}
 
         train_step = jax.jit(update, in_shardings=(state_sh, batch_sh, batch_sh),
                              out_shardings=(state_sh, None), donate_argnums=0)
@@ -143,9 +192,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         y_eval = _global_batch(data["y_eval"], batch_sh) if config.data.num_eval else None
 
         start = int(state["step"])
-        writer = metrics.MetricWriter(workdir)
+        writer = metrics.MetricWriter(workdir, resume_step=start)
         last: dict[str, float] = {}
-        with metrics.progress(config.steps, initial=start, desc="regression") as bar:
+        # The guard also covers the final waits below: a second signal must not kill
+        # the process while the last (possibly asynchronous) save is being written.
+        with preemption.PreemptionGuard() as guard, \
+                metrics.progress(config.steps, initial=start, desc="regression") as bar:
             for step in range(start + 1, config.steps + 1):
                 rows = sampler.next()
                 x = _global_batch(data["x"][rows], batch_sh)
@@ -155,16 +207,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 is_last = step == config.steps
                 if step % config.log_every == 0 or is_last:
                     last = {k: float(v) for k, v in step_metrics.items()}
-                    last["lr"] = float(schedule(step))
                     if x_eval is not None and (step % config.eval_every == 0 or is_last):
                         last["eval_loss"] = float(eval_loss(state["params"], x_eval, y_eval))
                     writer.write_scalars(step, last)
                     bar.set_postfix(loss=f"{last['loss']:.4g}")
-                if step % config.checkpoint.every_steps == 0 or is_last:
+                stop = guard.should_stop(step)  # every step, every process
+                if step % config.checkpoint.every_steps == 0 or is_last or stop:
                     ckpt.save(step, state, loop_state=sampler.state(), config=config,
                               metrics=last)
-        ckpt.close()
-        writer.close()
+                    writer.flush()  # metrics on disk cover every checkpoint
+                if stop:
+                    bar.close()
+                    guard.announce(step)
+                    break
+            ckpt.close()
+            writer.close()
     result = {"step": int(state["step"]), **last}
     logging.info("regression finished: %s", result)
     return result

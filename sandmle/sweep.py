@@ -1,8 +1,14 @@
-r"""Sweeps: `sandmle-sweep configs/x.py[:arg] --workdir=BASE [--dry_run] [--config.a=b]`.
+r"""sandmle-sweep: run a grid of configs side by side and summarise their final metrics.
 
-A config file opts in by defining `get_sweep(hyper)` next to `get_config(arg)`,
-in big_vision's style. It returns a list of runs, each a dict of dotted config
-fields to values, built with the `hyper` helpers:
+  sandmle-sweep configs/regression.py:runlocal --workdir=/tmp/sweep            # get_sweep
+  sandmle-sweep configs/regression.py:runlocal --workdir=/tmp/sweep \
+      --axis=optim.lr=1e-3,1e-2 --axis=batch_size=16,32 --parallel=2           # CLI axes
+  sandmle-sweep configs/regression.py --workdir=/tmp/sweep --backend=ray --parallel=8
+  sandmle-sweep configs/regression.py:runlocal --workdir=/tmp/sweep --dry_run  # commands
+
+The runs come from `--axis=field=v1,v2,...` flags (their product; values are Python
+literals, or strings) or, without them, from the config file's `get_sweep(hyper)`,
+in big_vision's style:
 
     def get_sweep(hyper):
         return hyper.product([
@@ -15,30 +21,30 @@ fields to values, built with the `hyper` helpers:
 and `hyper.fixed(name, value)` sets a field in every run. Each run gets its own
 workdir `BASE/<index>_<field=value,...>` and runs as
 `python -m sandmle.main --config=<file>[:arg] --workdir=<run dir> --config.<field>=<value>`,
-one after another; command-line overrides apply to every run (the sweep's values
-win). `--dry_run` prints the commands instead (e.g. to paste into a TPU launch).
-Every run's overrides are checked against the config before anything starts, and
-`BASE/sweep.json` records the runs and how each ended.
+up to `--parallel` at a time as local processes or as Ray tasks (`--backend=ray`);
+`--config.a=b` flags apply to every run (the sweep's values win). Every run's
+overrides are checked against the config before anything starts. Each run's output
+is appended to its `run.log`; `BASE/sweep.json` records every run's status, seconds
+and final metrics, and a table prints them side by side at the end. Rerunning a
+sweep resumes its runs.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import ast
 import importlib.util
 import itertools
-import json
 import os
 import re
-import shlex
-import subprocess
 import sys
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from absl import app, flags
+from absl import flags
 
-from sandmle import config_lib
+from sandmle import cli, config_lib, resume, sweep_runner
+from sandmle.errors import UserError
+from sandmle.sweep_runner import Run
 
 
 class hyper:  # noqa: N801  (a namespace, spelt as config files call it)
@@ -75,19 +81,6 @@ class hyper:  # noqa: N801  (a namespace, spelt as config files call it)
         return [dict(d) for a in axes for d in a]
 
 
-@dataclasses.dataclass
-class Run:
-    """One concrete run of a sweep."""
-    name: str
-    workdir: str
-    overrides: dict[str, Any]
-    argv: list[str]
-
-    def command(self) -> str:
-        """The run as a shell command line."""
-        return shlex.join(["python", "-m", "sandmle.main", *self.argv])
-
-
 def format_value(value: Any) -> str:
     """A value as `--config.x=` text that config_flags parses back to it."""
     if isinstance(value, bool):
@@ -104,35 +97,69 @@ def run_name(index: int, overrides: dict[str, Any]) -> str:
     return f"{index:02d}_{body}" if body else f"{index:02d}"
 
 
-def load_sweep(spec: str) -> list[dict[str, Any]]:
-    """Calls `get_sweep(hyper)` of the config file in `spec` (`path.py[:arg]`)."""
+def parse_axis(text: str) -> list[dict[str, Any]]:
+    """`field=v1,v2,...` (a --axis flag) -> one axis (`hyper.sweep`).
+
+    Values are Python literals where they parse as a list (`1e-3,1e-2`,
+    `(2,2,2,1),(8,1,1,1)`, `True,False`), otherwise comma-separated strings.
+    """
+    name, sep, values = text.partition("=")
+    name = name.strip()
+    if not sep or not name or not values.strip():
+        raise UserError(f"--axis={text!r}: write --axis=field=value1,value2,...")
+    try:
+        parsed = ast.literal_eval(f"[{values}]")
+    except (ValueError, SyntaxError):
+        parsed = [v.strip() for v in values.split(",") if v.strip()]
+    if not parsed:
+        raise UserError(f"--axis={text!r}: no values")
+    return hyper.sweep(name, parsed)
+
+
+def load_sweep(spec: str, axes: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The runs of a sweep: the product of `axes` (--axis flags) if any, else the
+    config file's `get_sweep(hyper)` (`spec` is `path.py[:arg]`)."""
+    config_lib.check_config_file(spec)
+    if axes:
+        return hyper.product([parse_axis(a) for a in axes])
     path = spec.split(":", 1)[0]
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no config file {path!r}")
     module_spec = importlib.util.spec_from_file_location("_sandmle_sweep_config", path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    fn = getattr(module, "get_sweep", None)
-    if fn is None:
-        raise ValueError(f"{path} defines no get_sweep(hyper); see sandmle/sweep.py")
-    runs = fn(hyper)
+    try:
+        module_spec.loader.exec_module(module)
+        fn = getattr(module, "get_sweep", None)
+        if fn is None:
+            raise UserError(f"{path} defines no get_sweep(hyper): add one, or give the "
+                            f"axes as --axis=field=v1,v2,...")
+        runs = fn(hyper)
+    except UserError:
+        raise
+    except Exception as e:  # the user's config file failed: one line with its location
+        raise config_lib.ConfigError(
+            f"{path}: {config_lib.describe_config_failure(spec, e)}") from None
     if not isinstance(runs, list) or not runs or not all(
             isinstance(r, dict) and all(isinstance(k, str) for k in r) for r in runs):
-        raise ValueError(f"{path}: get_sweep must return a non-empty list of dicts "
-                         f"of dotted field names to values, got {runs!r:.200}")
+        raise UserError(f"{path}: get_sweep must return a non-empty list of dicts "
+                        f"of dotted field names to values, got {runs!r:.200}")
     return runs
 
 
-def expand(spec: str, base_workdir: str, overrides: Sequence[str] = ()) -> list[Run]:
+def expand(spec: str, base_workdir: str, overrides: Sequence[str] = (),
+           axes: Sequence[str] = ()) -> list[Run]:
     """The concrete runs of a sweep, each checked against the config.
 
     Args:
       spec: `configs/x.py[:arg]`.
       base_workdir: parent of the runs' workdirs.
       overrides: `--config.a=b` arguments applied to every run.
+      axes: `field=v1,v2` axes (their product replaces the config's get_sweep).
+
+    Raises:
+      UserError: a missing config file or get_sweep, a bad axis, or a run whose
+        overrides name no config field.
     """
     runs = []
-    for i, sweep_overrides in enumerate(load_sweep(spec)):
+    for i, sweep_overrides in enumerate(load_sweep(spec, axes)):
         name = run_name(i, sweep_overrides)
         workdir = os.path.join(base_workdir, name)
         extra = [f"--config.{k}={format_value(v)}" for k, v in sweep_overrides.items()]
@@ -142,40 +169,20 @@ def expand(spec: str, base_workdir: str, overrides: Sequence[str] = ()) -> list[
                         [f"--config={spec}", f"--workdir={workdir}", *overrides, *extra]))
     names = [r.workdir for r in runs]
     if len(set(names)) != len(names):
-        raise ValueError("sweep runs share a workdir; make their overrides distinct")
+        raise UserError("sweep runs share a workdir; make their overrides distinct")
     return runs
-
-
-def run_sweep(runs: Sequence[Run], base_workdir: str,
-              python: str = sys.executable) -> list[dict[str, Any]]:
-    """Runs each run in sequence (`python -m sandmle.main`); returns their outcomes.
-
-    Each run's output goes to `<run workdir>/run.log`; `BASE/sweep.json` is
-    rewritten after every run so a killed sweep still says what finished.
-    """
-    os.makedirs(base_workdir, exist_ok=True)
-    outcomes: list[dict[str, Any]] = [
-        {"name": r.name, "workdir": r.workdir, "overrides": r.overrides,
-         "command": r.command(), "status": "pending"} for r in runs]
-    manifest = os.path.join(base_workdir, "sweep.json")
-    for i, (run, outcome) in enumerate(zip(runs, outcomes)):
-        os.makedirs(run.workdir, exist_ok=True)
-        start = time.time()
-        with open(os.path.join(run.workdir, "run.log"), "w", encoding="utf-8") as log:
-            proc = subprocess.run([python, "-m", "sandmle.main", *run.argv],
-                                  stdout=log, stderr=subprocess.STDOUT)
-        outcome.update(status="ok" if proc.returncode == 0 else "failed",
-                       returncode=proc.returncode, seconds=round(time.time() - start, 2))
-        print(f"[{i + 1}/{len(runs)}] {run.name}: {outcome['status']} "
-              f"({outcome['seconds']} s)" +
-              ("" if proc.returncode == 0 else f", see {run.workdir}/run.log"), flush=True)
-        with open(manifest, "w", encoding="utf-8") as f:
-            json.dump(outcomes, f, indent=2, default=str)
-    return outcomes
 
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Base directory; each run gets a subdirectory.")
+flags.DEFINE_multi_string("axis", [], "A sweep axis field=v1,v2,... (repeatable; the runs "
+                          "are their product and replace the config's get_sweep).")
+flags.DEFINE_integer("parallel", 1, "Runs at a time (local processes, or Ray tasks in "
+                     "flight).", lower_bound=1)
+flags.DEFINE_enum("backend", "local", ["local", "ray"], "Where runs execute: local "
+                  "processes, or tasks on a Ray cluster (pip install 'sandmle[ray]').")
+flags.DEFINE_string("ray_address", "", "Ray cluster to join (default: start a local one).")
+flags.DEFINE_float("cpus_per_run", 1.0, "CPUs Ray reserves for each run.")
 flags.DEFINE_bool("dry_run", False, "Print the commands instead of running them.")
 _OVERRIDES: list[str] = []
 
@@ -183,40 +190,37 @@ _OVERRIDES: list[str] = []
 def _parse(argv: list[str]) -> list[str]:
     # `--config.a=b` overrides pass through to every run; absl sees the rest.
     _OVERRIDES[:] = [a for a in argv[1:] if a.startswith("--config.")]
-    rest = [argv[0]] + [a for a in argv[1:] if not a.startswith("--config.")]
-    try:
-        return FLAGS(rest)
-    except flags.Error as e:
-        print(f"sandmle-sweep: {e}", file=sys.stderr)
-        sys.exit(2)
+    return FLAGS([argv[0]] + [a for a in argv[1:] if not a.startswith("--config.")])
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        raise app.UsageError("usage: sandmle-sweep configs/x.py[:arg] --workdir=BASE "
-                             "[--dry_run] [--config.a=b ...]")
-    if not FLAGS.workdir:
-        raise app.UsageError("--workdir=BASE is required")
-    try:
-        runs = expand(argv[1], FLAGS.workdir, _OVERRIDES)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"sandmle-sweep: {e}", file=sys.stderr)
-        sys.exit(2)
+        raise UserError("give one config: sandmle-sweep configs/x.py[:arg] --workdir=BASE "
+                        "[--axis=field=v1,v2 ...] [--parallel=N] [--config.a=b ...]")
+    base = resume.check_workdir(FLAGS.workdir)
+    runs = expand(argv[1], base, _OVERRIDES, FLAGS.axis)
     if FLAGS.dry_run:
         for run in runs:
             print(run.command())
-        return
-    outcomes = run_sweep(runs, FLAGS.workdir)
-    failed = [o["name"] for o in outcomes if o["status"] != "ok"]
+        return 0
+    sweep = sweep_runner.run_sweep(runs, base, parallel=FLAGS.parallel,
+                                   backend=FLAGS.backend, ray_address=FLAGS.ray_address,
+                                   cpus_per_run=FLAGS.cpus_per_run, spec=argv[1])
+    from rich.console import Console
+    Console(width=None if os.isatty(1) else 200).print(sweep_runner.summary_table(sweep))
+    print(sweep_runner.timing_line(sweep), flush=True)
+    print(f"sweep record: {os.path.join(base, sweep_runner.MANIFEST)}")
+    failed = [o["name"] for o in sweep["runs"] if o["status"] in ("failed", "killed")]
     if failed:
-        print(f"{len(failed)} of {len(runs)} runs failed: {', '.join(failed)}",
-              file=sys.stderr)
-        sys.exit(1)
+        print(f"sandmle-sweep: {len(failed)} of {len(runs)} runs failed: "
+              f"{', '.join(failed)} (see their run.log)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def run() -> None:
     """Console script `sandmle-sweep`."""
-    app.run(main, flags_parser=_parse)
+    cli.run_app(main, prog="sandmle-sweep", doc=__doc__, flags_parser=_parse)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 
 from configs import regression as regression_config
 from sandmle import inspector, regression
+from test_checkpoint import _truncate_arrays
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,15 +63,53 @@ def test_diff_with_itself_is_zero_everywhere(workdir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [l for l in proc.stdout.splitlines() if l.startswith("│ [")]
     assert len(rows) == 16
-    assert all(re.search(r"│ 0\s+│", l) for l in rows), rows
-    assert "largest difference over all leaves: 0" in proc.stdout
+    numeric = [l for l in rows if "['rng']" not in l]
+    assert all(re.search(r"│ 0\s+│", l) for l in numeric), numeric
+    rng = next(l for l in rows if "['rng']" in l)
+    assert "key<threefry2x32>: equal" in rng and re.search(r"│ -\s+│", rng)
+    assert ("A = step 20, B = step 20; largest difference over all numeric leaves: 0; "
+            "PRNG keys: 1 equal, 0 different") in proc.stdout
 
 
-def test_diff_between_steps(workdir):
+def test_diff_between_steps_compares_keys_as_keys(workdir):
     rows = {r["path"]: r for r in inspector.diff(
         inspector.locate(str(workdir / "checkpoints" / "10")), inspector.locate(str(workdir)))}
     assert rows["['step']"]["max_abs_diff"] == 10
     assert rows["['params']['w_in']"]["max_abs_diff"] > 0
+    # The key's raw bits differ by ~1e9; that is "different", not a distance.
+    assert rows["['rng']"]["max_abs_diff"] is None and rows["['rng']"]["equal"] is False
+    assert rows["['rng']"]["note"] == "key<threefry2x32>: different"
+    proc = _inspect("--diff", workdir / "checkpoints" / "10", workdir)
+    assert "A = step 10, B = step 20;" in proc.stdout and "1 different" in proc.stdout
+    assert "(step 10)" in proc.stdout and "(step 20)" in proc.stdout
+
+
+def test_corrupt_newest_step_is_listed_and_the_previous_one_shown(workdir, tmp_path):
+    work = tmp_path / "run"
+    shutil.copytree(workdir, work)
+    _truncate_arrays(work / "checkpoints" / "20")
+    # A save that never finished (a kill -9 during an async save leaves this).
+    shutil.copytree(work / "checkpoints" / "10", work / "checkpoints" /
+                    "30.orbax-checkpoint-tmp-1234")
+    proc = _inspect(work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines() == [
+        "sandmle-inspect: newest step is corrupt; showing step 10 (the newest that reads "
+        "back)"]
+    table = proc.stdout.split("train_state at step")[0]
+    assert re.search(r"│ 20\s+│.*│ corrupt: ", table)
+    assert re.search(r"│ 10\s+│.*│ ok \(arrays read\)", table)
+    assert re.search(r"│ 30\s+│.*│ partial: the save never finished", table)
+    assert "train_state at step 10" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_noverify_reads_metadata_only_and_metric_files_are_summarised(workdir):
+    proc = _inspect(workdir, "--noverify")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"│ 20\s+│.*│ ok \(metadata read\)", proc.stdout)
+    assert "metrics.jsonl: 2 records, steps 10..20" in proc.stdout
+    assert re.search(r"tensorboard: 4 tags, up to 2 points each, last step 20", proc.stdout)
 
 
 def test_missing_path_is_a_clear_error(tmp_path):

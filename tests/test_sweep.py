@@ -1,14 +1,19 @@
-"""Sweeps: hyper helpers, a 2x3 grid expands to 6 runs, dry run and a real run."""
+"""Sweeps: hyper helpers and --axis flags, dry run, runs side by side (local processes
+and Ray), appended logs, sweep.json with final metrics, the summary table, SIGTERM."""
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
 from sandmle import sweep
+from sandmle.errors import UserError
 from sandmle.sweep import hyper
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,4 +108,110 @@ def test_sweep_runs_in_sequence_with_distinct_workdirs(tmp_path):
     for d in dirs:
         assert (tmp_path / "sw" / d / "config.json").is_file()
     manifest = json.loads((tmp_path / "sw" / "sweep.json").read_text())
-    assert [m["status"] for m in manifest] == ["ok"] * 6
+    assert [m["status"] for m in manifest["runs"]] == ["ok"] * 6
+    assert manifest["parallel"] == 1 and manifest["backend"] == "local"
+
+
+def test_axis_flags_parse_literals_or_strings():
+    assert sweep.parse_axis("optim.lr=1e-3,1e-2") == [{"optim.lr": 1e-3}, {"optim.lr": 1e-2}]
+    assert sweep.parse_axis("mesh.shape=(2,2,2,1),(8,1,1,1)") == [
+        {"mesh.shape": (2, 2, 2, 1)}, {"mesh.shape": (8, 1, 1, 1)}]
+    assert sweep.parse_axis("opt=adam, sgd") == [{"opt": "adam"}, {"opt": "sgd"}]
+    assert sweep.parse_axis("flag=True,False") == [{"flag": True}, {"flag": False}]
+    for bad in ("optim.lr", "=1,2", "x="):
+        with pytest.raises(UserError, match="--axis"):
+            sweep.parse_axis(bad)
+    runs = sweep.load_sweep(os.path.join(ROOT, REG), ["a=1,2", "b=x,y"])
+    assert runs == [{"a": 1, "b": "x"}, {"a": 1, "b": "y"}, {"a": 2, "b": "x"},
+                    {"a": 2, "b": "y"}]
+
+
+# A cheap job that writes metrics, and stops at a step boundary on SIGTERM.
+JOB = textwrap.dedent("""
+    import json, os, time
+    from sandmle import metrics, preemption
+    def train(config, workdir):
+        with metrics.MetricWriter(workdir, console=False, tensorboard=False) as w, \\
+                preemption.PreemptionGuard() as guard:
+            for step in range(1, config.steps + 1):
+                time.sleep(config.step_seconds)
+                w.write_scalars(step, {"score": config.optim.lr * step})
+                if guard.should_stop(step):
+                    guard.announce(step)
+                    return
+""")
+GRID = textwrap.dedent("""
+    import ml_collections
+    def get_config(arg=None):
+        return ml_collections.ConfigDict({"job": "sweepjob:train", "steps": 2,
+            "step_seconds": 0.0, "optim": {"lr": 0.1}})
+""")
+
+
+def _sweep(tmp_path, *args, timeout=300, wait=True):
+    (tmp_path / "sweepjob.py").write_text(JOB)
+    (tmp_path / "grid.py").write_text(GRID)
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+    cmd = [sys.executable, "-m", "sandmle.sweep", str(tmp_path / "grid.py"),
+           f"--workdir={tmp_path}/sw", *args]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+def test_cli_axes_in_parallel_with_final_metrics_table_and_appended_logs(tmp_path):
+    args = ["--axis=optim.lr=1.0,2.0", "--axis=steps=3", "--parallel=2"]
+    for attempt in (1, 2):  # the rerun resumes: its output goes after the first
+        proc = _sweep(tmp_path, *args)
+        assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    manifest = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    runs = manifest["runs"]
+    assert [r["overrides"] for r in runs] == [{"optim.lr": 1.0, "steps": 3},
+                                              {"optim.lr": 2.0, "steps": 3}]
+    assert [r["status"] for r in runs] == ["ok"] * 2
+    assert [r["final_metrics"]["score"] for r in runs] == [3.0, 6.0]
+    assert manifest["parallel"] == 2 and manifest["wall_seconds"] > 0
+    # The table: one row per run, overrides and final metrics side by side.
+    rows = [l for l in proc.stdout.splitlines() if re.match(r"│ \d ", l)]
+    assert len(rows) == 2
+    assert re.search(r"│ 1 │ 2\s+│ 3\s+│ ok\s+│ [\d.]+\s+│ 3\s+│ 6\s+│", rows[1]), rows[1]
+    assert re.search(r"sweep wall time [\d.]+ s for 2 runs with --parallel=2 \(local\); "
+                     r"the runs' own times add up to [\d.]+ s: wall/sum = [\d.]+x",
+                     proc.stdout)
+    for r in runs:  # both attempts kept, in order
+        log = open(os.path.join(r["workdir"], "run.log")).read()
+        assert log.count("sandmle-sweep starts") == 2, log
+
+
+def test_sigterm_stops_the_sweep_and_its_runs_at_a_boundary(tmp_path):
+    proc = _sweep(tmp_path, "--axis=optim.lr=1.0,2.0,3.0", "--config.steps=100000",
+                  "--config.step_seconds=0.01", wait=False)
+    try:
+        deadline = time.time() + 120
+        first = tmp_path / "sw" / "00_optim.lr=1.0" / "metrics.jsonl"
+        while not (first.exists() and first.read_text().count("\n") >= 3):
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out + err
+    runs = json.loads((tmp_path / "sw" / "sweep.json").read_text())["runs"]
+    assert runs[0]["status"] == "stopped" and runs[0]["final_metrics"]["step"] >= 3
+    assert [r["status"] for r in runs[1:]] == ["not started"] * 2
+    assert "stopped by SIGTERM at step" in open(runs[0]["workdir"] + "/run.log").read()
+
+
+def test_ray_backend_runs_the_same_sweep(tmp_path):
+    pytest.importorskip("ray")
+    proc = _sweep(tmp_path, "--axis=optim.lr=1.0,2.0", "--backend=ray", "--parallel=2",
+                  "--cpus_per_run=0.5", timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    manifest = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    assert manifest["backend"] == "ray"
+    assert [r["final_metrics"]["score"] for r in manifest["runs"]] == [2.0, 4.0]
+    assert all(r["host"] for r in manifest["runs"])

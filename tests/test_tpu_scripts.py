@@ -1,4 +1,5 @@
-"""tpu/ scripts: --dry_run prints the gcloud commands; shellcheck passes."""
+"""tpu/ scripts: --dry_run prints the gcloud commands, --help the usage, delete asks,
+setup deletes nothing outside its own folder; shellcheck passes."""
 
 import os
 import shlex
@@ -39,11 +40,58 @@ def test_setup_installs_on_every_worker():
     assert scp[4] == "scp" and "--worker=all" in scp and _opt(scp, "project") == "my-proj"
     assert ssh[4] == "ssh" and "--worker=all" in ssh
     remote = _opt(ssh, "command")
-    assert "pip install -q -e ~/sandmle'[tpu]'" in remote and "python3 -m venv" in remote
+    assert 'pip install -q -e "$D/src[tpu]"' in remote and 'python3 -m venv "$D/venv"' in remote
+    assert "D=~/sandmle;" in remote
     git = _dry("setup.sh", "--git", "https://example.org/sandmle.git", "--ref", "v1")
     assert len(git) == 1
-    assert "git clone --depth 1 --branch v1 https://example.org/sandmle.git" in \
+    assert 'git clone --depth 1 --branch v1 https://example.org/sandmle.git "$D/src.new"' in \
         _opt(git[0], "command")
+
+
+def _setup_remote_without_install(tarball):
+    """setup.sh's worker command up to the pip install, reading `tarball`."""
+    (ssh,) = _dry("setup.sh")[-1:]
+    remote = _opt(ssh, "command").split(' && python3 -m venv')[0]
+    return remote.replace("/tmp/sandmle-src.tar.gz", str(tarball))
+
+
+@pytest.fixture
+def tarball(tmp_path):
+    src = tmp_path / "src"
+    (src / "sandmle").mkdir(parents=True)
+    (src / "sandmle" / "new.py").write_text("x = 1\n")
+    out = tmp_path / "src.tar.gz"
+    subprocess.run(["tar", "-czf", str(out), "-C", str(src), "."], check=True)
+    return out
+
+
+def test_setup_on_a_worker_replaces_only_its_own_folder(tmp_path, tarball):
+    # The worker command, run for real in a fake home (minus the pip install).
+    home = tmp_path / "home"
+    (home / "notes").mkdir(parents=True)
+    (home / "notes" / "keep.txt").write_text("mine")
+    remote = _setup_remote_without_install(tarball)
+    env = dict(os.environ, HOME=str(home))
+    for _ in range(2):  # a first install, then a rerun that replaces src/
+        proc = subprocess.run(["bash", "-c", remote], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+    assert (home / "sandmle" / "src" / "sandmle" / "new.py").read_text() == "x = 1\n"
+    assert (home / "sandmle" / ".sandmle-tpu").is_file()
+    assert sorted(os.listdir(home / "sandmle")) == [".sandmle-tpu", "src"]
+    assert (home / "notes" / "keep.txt").read_text() == "mine"
+
+
+def test_setup_leaves_a_foreign_sandmle_folder_alone(tmp_path, tarball):
+    home = tmp_path / "home"
+    (home / "sandmle").mkdir(parents=True)
+    (home / "sandmle" / "work.py").write_text("precious")
+    proc = subprocess.run(["bash", "-c", _setup_remote_without_install(tarball)],
+                          env=dict(os.environ, HOME=str(home)), capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "was not made by tpu/setup.sh" in proc.stderr
+    assert os.listdir(home / "sandmle") == ["work.py"]
+    assert (home / "sandmle" / "work.py").read_text() == "precious"
 
 
 def test_launch_runs_the_config_on_all_workers_multihost():
@@ -56,7 +104,8 @@ def test_launch_runs_the_config_on_all_workers_multihost():
     assert "--config.checkpoint.directory=gs://b/r1/ck" in remote
     assert "--config.mesh.shape=(2,2,2,1)" in remote
     assert remote[remote.index("--workdir") + 1] == "~/sandmle-runs/r1"
-    assert remote[-6:] == [">", "~/sandmle-logs/r1.log", "2>&1", "<", "/dev/null", "&"]
+    assert remote[-6:] == [">>", "~/sandmle-logs/r1.log", "2>&1", "<", "/dev/null", "&"]
+    assert _opt(ssh, "command").startswith("cd ~/sandmle/src && . ~/sandmle/venv/bin/activate")
 
 
 def test_sync_and_logs_and_delete():
@@ -68,6 +117,36 @@ def test_sync_and_logs_and_delete():
     assert "--worker=all" in tail and _opt(tail, "command") == "tail -n 20 -f ~/sandmle-logs/r1.log"
     (delete,) = _dry("delete.sh")
     assert delete[4:6] == ["delete", "sandmle-pod"] and "--quiet" in delete
+
+
+SCRIPTS = sorted(f for f in os.listdir(TPU) if f.endswith(".sh") and f != "lib.sh")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_prints_usage_only(script):
+    proc = subprocess.run(["bash", os.path.join(TPU, script), "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and not proc.stderr
+    assert f"tpu/{script} --name" in proc.stdout
+    assert "set -euo" not in proc.stdout and "#" not in proc.stdout.split("\n")[0]
+
+
+def test_delete_asks_and_refuses_without_a_terminal():
+    base = ["bash", os.path.join(TPU, "delete.sh"), "--name", "p", "--zone", "z"]
+    # No terminal and no --yes: refused before any gcloud call (none is on PATH here
+    # anyway; the message proves it stopped at the question).
+    proc = subprocess.run(base, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and "refusing without --yes" in proc.stderr
+    assert not proc.stdout
+    # On a terminal (script(1) gives it one), an answer other than yes does nothing.
+    if shutil.which("script"):
+        proc = subprocess.run(["script", "-qec", shlex.join(base), "/dev/null"], input="n\n",
+                              capture_output=True, text=True, timeout=60)
+        assert "delete TPU VM p in z" in proc.stdout and "? [y/N]" in proc.stdout
+        assert "not confirmed; nothing done" in proc.stdout
+    (cmd,) = _dry("delete.sh", "--yes")
+    assert cmd[4:6] == ["delete", "sandmle-pod"]
 
 
 @pytest.mark.parametrize("script,args,message", [

@@ -19,7 +19,6 @@ while [ $# -gt 0 ]; do
         --version) VERSION="$2"; shift 2 ;;
         --version=*) VERSION="${1#*=}"; shift ;;
         --spot) SPOT=1; shift ;;
-        -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
         *) die "unknown flag $1" ;;
     esac
 done

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Deletes a TPU VM (sync its runs first: tpu/sync.sh).
+# Deletes a TPU VM, after asking (sync its runs first: tpu/sync.sh).
 #
-#   tpu/delete.sh --name sandmle-pod --zone us-central2-b [--dry_run]
+#   tpu/delete.sh --name sandmle-pod --zone us-central2-b [--yes] [--dry_run]
+#
+# Without --yes it asks on the terminal, and refuses when there is none to ask on.
 set -euo pipefail
 # shellcheck source=tpu/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -9,9 +11,9 @@ set -euo pipefail
 while [ $# -gt 0 ]; do
     common_flag "$1" "${2-}" && shift "$SHIFT" && continue
     case "$1" in
-        -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
         *) die "unknown flag $1" ;;
     esac
 done
 require_name_zone
+confirm "delete TPU VM $NAME in $ZONE with its disks (runs not synced to GCS are lost)"
 gcloud_tpu delete "$NAME" --quiet

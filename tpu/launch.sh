@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Launches one sandmle config on every worker at once (multi-host on), in the
-# background, logging to ~/sandmle-logs/<run>.log on each worker.
+# background, appending to ~/sandmle-logs/<run>.log on each worker.
 #
 #   tpu/launch.sh --name sandmle-pod --zone us-central2-b \
 #       --config configs/regression.py --run reg1 \
@@ -27,7 +27,6 @@ while [ $# -gt 0 ]; do
         --run=*) RUN="${1#*=}"; shift ;;
         --ckpt_dir) CKPT_DIR="$2"; shift 2 ;;
         --ckpt_dir=*) CKPT_DIR="${1#*=}"; shift ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) die "unknown flag $1" ;;
     esac
 done
@@ -44,5 +43,6 @@ for a in "${args[@]}"; do
     cmdline+="$(shquote "$a") "
 done
 # ~ expands on the worker (the run name is checked to need no quoting).
-remote="cd ~/sandmle && . ~/sandmle-venv/bin/activate && mkdir -p ~/sandmle-logs ~/sandmle-runs/$RUN && nohup ${cmdline}--workdir ~/sandmle-runs/$RUN > ~/sandmle-logs/$RUN.log 2>&1 < /dev/null &"
+# The log is appended to: a relaunch (which resumes the run) keeps the earlier output.
+remote="cd ~/sandmle/src && . ~/sandmle/venv/bin/activate && mkdir -p ~/sandmle-logs ~/sandmle-runs/$RUN && nohup ${cmdline}--workdir ~/sandmle-runs/$RUN >> ~/sandmle-logs/$RUN.log 2>&1 < /dev/null &"
 on_workers all "$remote"

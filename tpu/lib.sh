@@ -5,6 +5,7 @@
 # exact command lines (shell-quoted, one per line) instead of running them.
 
 DRY_RUN=0
+YES=0
 NAME=""
 ZONE=""
 PROJECT=""
@@ -12,6 +13,27 @@ PROJECT=""
 die() {
     echo "$(basename "$0"): $*" >&2
     exit 2
+}
+
+# Prints the calling script's usage: its header comment, without the '#'s.
+usage() {
+    awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"
+}
+
+# Asks before a destructive step; --yes answers for the user and --dry_run only prints.
+# Without a terminal to ask on, it refuses rather than guess.
+confirm() {
+    [ "$DRY_RUN" = 1 ] && return 0
+    [ "$YES" = 1 ] && return 0
+    if [ ! -t 0 ]; then
+        die "$1: refusing without --yes (no terminal to ask on)"
+    fi
+    local answer
+    read -r -p "$1? [y/N] " answer
+    case "$answer" in
+        y | Y | yes | YES) return 0 ;;
+        *) die "not confirmed; nothing done" ;;
+    esac
 }
 
 # Quotes one word for a POSIX shell, in single quotes only where needed, so dry-run
@@ -50,6 +72,8 @@ common_flag() {
         --project) PROJECT="$2" ;;
         --project=*) PROJECT="${1#*=}"; SHIFT=1 ;;
         --dry_run|--dry-run) DRY_RUN=1; SHIFT=1 ;;
+        --yes|-y) YES=1; SHIFT=1 ;;
+        -h|--help) usage; exit 0 ;;
         *) return 1 ;;
     esac
     return 0

@@ -20,7 +20,6 @@ while [ $# -gt 0 ]; do
         --lines) LINES="$2"; shift 2 ;;
         --lines=*) LINES="${1#*=}"; shift ;;
         --follow|-f) FOLLOW=1; shift ;;
-        -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
         *) die "unknown flag $1" ;;
     esac
 done

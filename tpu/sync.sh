@@ -20,7 +20,6 @@ while [ $# -gt 0 ]; do
         --dest=*) DEST="${1#*=}"; shift ;;
         --local) LOCAL="$2"; shift 2 ;;
         --local=*) LOCAL="${1#*=}"; shift ;;
-        -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
         *) die "unknown flag $1" ;;
     esac
 done

@@ -1,4 +1,4 @@
-"""Prints the parameter count of every Qwen3 preset (shapes only, nothing allocated).
+"""sandmle-params: the parameter count of every Qwen3 preset (shapes only, nothing allocated).
 
     python -m sandmle.models.params                 # all presets
     python -m sandmle.models.params --preset=qwen3-8b --preset=tiny
@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from absl import app, flags
+from absl import flags
+
+from sandmle import cli
+from sandmle.errors import UserError
 
 from sandmle.models.config import Qwen3Config, count_params, get_preset, preset_names
 
@@ -28,17 +31,21 @@ def format_table(configs: Sequence[tuple[str, Qwen3Config]]) -> str:
 
 
 def main(argv: Sequence[str]) -> None:
-    del argv
-    if _HF_CONFIG.value:
-        configs = [(_HF_CONFIG.value, Qwen3Config.from_hf(_HF_CONFIG.value))]
-    else:
-        configs = [(n, get_preset(n)) for n in (_PRESET.value or preset_names())]
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        if _HF_CONFIG.value:
+            configs = [(_HF_CONFIG.value, Qwen3Config.from_hf(_HF_CONFIG.value))]
+        else:
+            configs = [(n, get_preset(n)) for n in (_PRESET.value or preset_names())]
+    except (ValueError, KeyError, OSError) as e:  # an unknown preset or unreadable config
+        raise UserError(str(e)) from None
     print(format_table(configs))
 
 
 def run() -> None:
     """Console script entry point (sandmle-params)."""
-    app.run(main)
+    cli.run_app(main, prog="sandmle-params", doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -215,18 +215,30 @@ def build_test_tokenizer(path: str | os.PathLike, vocab_size: int = 4096, seed: 
 
 def run(argv: list[str] | None = None) -> None:
     """Console entry point: build a test tokenizer directory."""
-    from absl import app, flags
+    from absl import flags
+
+    from sandmle import cli, resume
+    from sandmle.errors import UserError
 
     flags.DEFINE_string("out", None, "Output directory.", required=True)
     flags.DEFINE_integer("vocab_size", 4096, "Total vocabulary size including added tokens.")
     flags.DEFINE_integer("seed", 0, "Seed of the generated corpus.")
 
-    def main(_):
+    def main(args):
+        if len(args) > 1:
+            raise UserError(f"unexpected arguments: {' '.join(args[1:])}")
+        resume.check_workdir(flags.FLAGS.out, flag="--out")
         from sandmle.models.tokenizer import ChatTokenizer
         out = build_test_tokenizer(flags.FLAGS.out, flags.FLAGS.vocab_size, flags.FLAGS.seed)
         print(f"wrote {out}: {ChatTokenizer.from_pretrained(out).vocab_size} ids")
 
-    app.run(main, argv)
+    cli.run_app(main, prog="sandmle-test-tokenizer", doc=_CLI_DOC, argv=argv)
+
+
+_CLI_DOC = """sandmle-test-tokenizer: write a small Qwen3-style tokenizer directory for tests.
+
+  sandmle-test-tokenizer --out=/tmp/tok [--vocab_size=4096] [--seed=0]
+"""
 
 
 if __name__ == "__main__":

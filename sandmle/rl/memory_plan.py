@@ -298,14 +298,24 @@ def run_plans(presets: Sequence[str], topology: str, *, as_json: bool = False,
 def main(argv: Sequence[str]) -> None:
     """absl entry point (`sandmle-memplan`)."""
     from absl import flags
-    del argv
+    from sandmle.errors import UserError
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
     f = flags.FLAGS
     presets = PAPER_PRESETS if f.preset == "all" else tuple(f.preset.split(","))
-    mesh = tuple(int(x) for x in f.mesh.split(",")) if f.mesh else None
-    print(run_plans(presets, f.topology, as_json=f.json, seq_len=f.seq_len, tasks=f.tasks,
-                    group=f.group, mesh_shape=mesh, micro_batch_size=f.micro_batch_size,
-                    compute_dtype=f.compute_dtype, remat=f.remat, attention=f.attention,
-                    logits_chunk=f.logits_chunk))
+    try:
+        mesh = tuple(int(x) for x in f.mesh.split(",")) if f.mesh else None
+    except ValueError:
+        raise UserError(f"--mesh={f.mesh!r}: give four integers data,fsdp,tensor,expert "
+                        f"(-1 fills), e.g. --mesh=1,8,4,1") from None
+    try:
+        out = run_plans(presets, f.topology, as_json=f.json, seq_len=f.seq_len,
+                        tasks=f.tasks, group=f.group, mesh_shape=mesh,
+                        micro_batch_size=f.micro_batch_size, compute_dtype=f.compute_dtype,
+                        remat=f.remat, attention=f.attention, logits_chunk=f.logits_chunk)
+    except (ValueError, KeyError) as e:  # unknown preset, mesh that does not fit
+        raise UserError(str(e)) from None
+    print(out)
 
 
 def _define_flags() -> None:
@@ -331,9 +341,9 @@ def _define_flags() -> None:
 
 def run() -> None:
     """Console script `sandmle-memplan`."""
-    from absl import app
+    from sandmle import cli
     _define_flags()
-    app.run(main)
+    cli.run_app(main, prog="sandmle-memplan", doc=__doc__)
 
 
 if __name__ == "__main__":

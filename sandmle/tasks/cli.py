@@ -1,4 +1,4 @@
-"""`sandmle-grade`: grade a submission CSV against a task directory, print the report as JSON.
+"""sandmle-grade: grade a submission CSV against a task directory, print the report as JSON.
 
     sandmle-grade --task_dir=tasks/t0001 --submission=workdir/submission.csv
 
@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from sandmle.tasks import grading
+from sandmle import cli
+from sandmle.errors import UserError
 
 _TASK_DIR = flags.DEFINE_string("task_dir", None, "Task directory (with public/ and private/).")
 _SUBMISSION = flags.DEFINE_string("submission", None, "Path of the submission CSV.")
@@ -22,11 +23,12 @@ _SUBMISSION = flags.DEFINE_string("submission", None, "Path of the submission CS
 def main(argv: list[str]) -> int:
     """Grades --submission against --task_dir and prints the report."""
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from sandmle.tasks import grading  # pandas: only once there is something to grade
     try:
         report = grading.grade(_TASK_DIR.value, _SUBMISSION.value)
     except (grading.GradingSpecError, grading.AnswersError) as e:
-        print(f"malformed task: {e}", file=sys.stderr)
+        print(f"sandmle-grade: malformed task: {e}", file=sys.stderr)
         return 2
     print(json.dumps(report.to_dict(), indent=2))
     return 0 if report.valid_submission else 1
@@ -35,7 +37,7 @@ def main(argv: list[str]) -> int:
 def run() -> None:
     """Console-script entry point."""
     flags.mark_flags_as_required(["task_dir", "submission"])
-    app.run(main)
+    cli.run_app(main, prog="sandmle-grade", doc=__doc__)
 
 
 if __name__ == "__main__":
