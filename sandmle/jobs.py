@@ -29,6 +29,10 @@ JOBS: dict[str, str] = {
     "regression": "sandmle.regression:train_and_evaluate",
     # Synthetic task generation: seeds -> verified tasks (configs/envgen.py).
     "envgen": "sandmle.envgen.pipeline:run_envgen",
+    # Train an agent: tasks -> expert demos -> Seed-SFT -> GRPO/PPO (configs/tiny_cpu.py).
+    "train": "sandmle.train:train_and_evaluate",
+    # Seed-SFT alone: the same run, stopped after fine-tuning on expert demonstrations.
+    "sft": "sandmle.train:run_sft",
 }
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -205,9 +206,22 @@ class StepBuilder:
         return batch_rows // mbs
 
     def place_batch(self, batch: Batch) -> dict[str, jax.Array]:
-        """Puts host arrays on the mesh, batch dimension sharded."""
-        batch = {k: jnp.asarray(v) for k, v in batch.items()}
-        return jax.device_put(batch, self.batch_shardings(batch))
+        """Puts host arrays on the mesh, batch dimension sharded.
+
+        Every process holds the whole (identical) host batch and places only the shards
+        of its own devices, so the same call works on one host and on many.
+        """
+        out = {}
+        shardings = self.batch_shardings({k: v if isinstance(v, jax.Array) else np.asarray(v)
+                                          for k, v in batch.items()})
+        for k, v in batch.items():
+            if isinstance(v, jax.Array):
+                out[k] = jax.device_put(v, shardings[k])
+                continue
+            host = np.asarray(v)
+            out[k] = jax.make_array_from_callback(host.shape, shardings[k],
+                                                  lambda idx, h=host: h[idx])
+        return out
 
     # ------------------------------------------------------------------ update
     def _grads(self, params, extra, batch, denoms):
@@ -273,5 +287,7 @@ class StepBuilder:
                 in_shardings=(self.state_shardings, b_sh),
                 out_shardings=(self.state_shardings, replicated),
                 donate_argnums=0)
+        if any(not isinstance(v, jax.Array) for v in batch.values()):
+            batch = self.place_batch(batch)  # host arrays: each process places its shards
         with parallel.mesh_context(self.mesh, self.rules):
             return self._jitted[key](state, batch)
