@@ -23,14 +23,17 @@ INPUT = "input"
 # ---------------------------------------------------------------------------------------
 # featurisers: (train_df, test_df, cfg) -> (X_train, X_test), dense or scipy sparse
 # ---------------------------------------------------------------------------------------
+# Columns holding paths of per-row media files (images/<id>.png, texts/<id>.txt, ...).
+MEDIA_COLUMNS = ("image", "audio", "text_file", "series_file")
+
+
 def _input_columns(cfg, df):
-    skip = {cfg["id"], "class"} | set(cfg["train_targets"])
+    skip = {cfg["id"], "class"} | set(cfg["train_targets"]) | set(MEDIA_COLUMNS)
     return [c for c in df.columns if c not in skip]
 
 
 def feat_tabular(tr, te, cfg, level="main"):
-    cols = [c for c in _input_columns(cfg, tr)
-            if c != "text" and not (c.startswith("t_") or c.startswith("st_"))]
+    cols = [c for c in _input_columns(cfg, tr) if c != "text" and not c.startswith("t_")]
     both = pd.concat([tr[cols], te[cols]], axis=0, ignore_index=True)
     num = [c for c in cols if pd.api.types.is_numeric_dtype(both[c])]
     cat = [c for c in cols if c not in num]
@@ -57,9 +60,19 @@ def feat_tabular(tr, te, cfg, level="main"):
     return x[:len(tr)], x[len(tr):]
 
 
+def _texts(df):
+    """The text of each row: the `text` column, or the files named in `text_file`."""
+    if "text" in df.columns:
+        return df["text"].fillna("").astype(str)
+    out = []
+    for rel in df["text_file"]:
+        with open(os.path.join(INPUT, rel), encoding="utf-8") as f:
+            out.append(f.read().strip())
+    return pd.Series(out, index=df.index)
+
+
 def feat_text(tr, te, cfg, level="main"):
-    a = tr["text"].fillna("").astype(str)
-    b = te["text"].fillna("").astype(str)
+    a, b = _texts(tr), _texts(te)
     if level == "weak":
         f = lambda s: np.c_[s.str.len(), s.str.count(" "), s.str.count("!")].astype(float)
         return f(a), f(b)
@@ -170,9 +183,19 @@ def feat_graph(tr, te, cfg, level="main"):
     return out[:len(tr)], out[len(tr):]
 
 
+def series_matrix(df, prefix="t_"):
+    """(rows, steps): the t_* columns, or the series files named in `series_file`."""
+    if "series_file" in df.columns:
+        rows = [pd.read_csv(os.path.join(INPUT, rel))["value"].to_numpy(float)
+                for rel in df["series_file"]]
+        x = pd.DataFrame(np.stack(rows))
+    else:
+        x = df[[c for c in df.columns if c.startswith(prefix)]].astype(float)
+    return x.interpolate(axis=1, limit_direction="both").fillna(0).to_numpy()
+
+
 def series_features(df, prefix, level):
-    cols = [c for c in df.columns if c.startswith(prefix)]
-    x = df[cols].astype(float).interpolate(axis=1, limit_direction="both").fillna(0).to_numpy()
+    x = series_matrix(df, prefix)
     if level == "weak":
         return np.c_[x[:, -1], x.mean(1)]
     if level == "alt":
@@ -184,8 +207,7 @@ def series_features(df, prefix, level):
 
 
 def feat_timeseries(tr, te, cfg, level="main"):
-    prefix = "st_" if any(c.startswith("st_") for c in tr.columns) else "t_"
-    return series_features(tr, prefix, level), series_features(te, prefix, level)
+    return series_features(tr, "t_", level), series_features(te, "t_", level)
 
 
 FEATURIZERS = {"tabular": feat_tabular, "text": feat_text, "image": feat_image,

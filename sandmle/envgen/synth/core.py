@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sandmle.envgen import domains
 from sandmle.envgen.dna import TaskDNA
 
 GENERATOR_VERSION = "synth-1"
@@ -93,9 +94,25 @@ class TargetLayout:
     labels: tuple | None               # class labels (None for values / text)
 
 
-def class_names(n: int) -> list[str]:
-    """Neutral class names, order-free (no hint of the rule)."""
+def class_names(n: int, dna: TaskDNA | None = None) -> list[str]:
+    """Class names: the domain's (e.g. gearbox, blade, ...) when the DNA has a catalogue
+    domain with enough of them, else neutral, order-free names (no hint of the rule)."""
+    spec = domains.target_spec(dna) if dna is not None else None
+    if spec and len(spec.get("classes", ())) >= n:
+        return list(spec["classes"][:n])
     return [f"class_{i:02d}" if n > 10 else f"class_{chr(ord('a') + i)}" for i in range(n)]
+
+
+def _names(dna: TaskDNA, neutral: list[str]) -> list[str]:
+    """Target column names from the DNA's domain (`name` or `names`), else `neutral`."""
+    spec = domains.target_spec(dna)
+    if not spec:
+        return neutral
+    if "names" in spec:
+        return list(spec["names"][:len(neutral)])
+    if dna.task_type == "forecasting" and len(neutral) > 1:
+        return [f"{spec['name']}_h{i + 1}" for i in range(len(neutral))]
+    return [spec["name"]]
 
 
 def target_layout(dna: TaskDNA) -> TargetLayout:
@@ -106,30 +123,34 @@ def target_layout(dna: TaskDNA) -> TargetLayout:
     if dna.task_type == "sequence":
         return TargetLayout("id", ("after",), ("after",), "text", None)
     if dna.task_type == "forecasting":
-        cols = tuple(f"h_{i + 1}" for i in range(dna.n_targets)) if dna.n_targets > 1 \
-            else ("target",)
+        cols = tuple(_names(dna, [f"h_{i + 1}" for i in range(dna.n_targets)]
+                            if dna.n_targets > 1 else ["target"]))
         return TargetLayout("id", cols, cols, "value", None)
     if dna.task_type == "ranking":
-        return TargetLayout("id", ("label",), ("label",), "ranking", tuple(class_names(
-            dna.n_classes)))
+        col = tuple(_names(dna, ["label"]))
+        return TargetLayout("id", col, col, "ranking", tuple(class_names(dna.n_classes, dna)))
     if ls == "binary":
         kind = "probability" if metric in _PROB_METRICS else "label"
-        return TargetLayout("id", ("target",), ("target",), kind, (0, 1))
+        col = tuple(_names(dna, ["target"]))
+        return TargetLayout("id", col, col, kind, (0, 1))
     if ls == "multiclass":
-        names = tuple(class_names(dna.n_classes))
+        names = tuple(class_names(dna.n_classes, dna))
+        col = tuple(_names(dna, ["label"]))
         if metric in _PROB_METRICS:
-            return TargetLayout("id", ("label",), names, "probability", names)
-        return TargetLayout("id", ("label",), ("label",), "label", names)
+            return TargetLayout("id", col, names, "probability", names)
+        return TargetLayout("id", col, col, "label", names)
     if ls == "ordinal":
-        return TargetLayout("id", ("label",), ("label",), "label", tuple(range(dna.n_classes)))
+        col = tuple(_names(dna, ["label"]))
+        return TargetLayout("id", col, col, "label", tuple(range(dna.n_classes)))
     if ls == "multilabel":
-        cols = tuple(f"label_{i:02d}" for i in range(dna.n_targets))
+        cols = tuple(_names(dna, [f"label_{i:02d}" for i in range(dna.n_targets)]))
         kind = "probability" if metric in _PROB_METRICS else "label"
         return TargetLayout("id", cols, cols, kind, (0, 1))
     if ls == "multitarget":
-        cols = tuple(f"target_{i}" for i in range(dna.n_targets))
+        cols = tuple(_names(dna, [f"target_{i}" for i in range(dna.n_targets)]))
         return TargetLayout("id", cols, cols, "value", None)
-    return TargetLayout("id", ("target",), ("target",), "value", None)
+    return TargetLayout("id", tuple(_names(dna, ["target"])), tuple(_names(dna, ["target"])),
+                        "value", None)
 
 
 def grading_spec(dna: TaskDNA) -> dict[str, Any]:
@@ -351,16 +372,15 @@ def target_frames(dna: TaskDNA, seed: int, lab: Labelled) -> tuple[pd.DataFrame,
     if ls == "multilabel":
         return (pd.DataFrame(lab.y_train, columns=list(lay.train_columns)),
                 pd.DataFrame(lab.y_test, columns=list(lay.answer_columns)))
-    if ls == "binary":
-        return (pd.DataFrame({"target": lab.y_train}), pd.DataFrame({"target": lab.y_test}))
-    if ls == "ordinal":
-        return (pd.DataFrame({"label": lab.y_train}), pd.DataFrame({"label": lab.y_test}))
-    names = np.array(class_names(dna.n_classes))
-    tr = pd.DataFrame({"label": names[lab.y_train]})
+    col = lay.train_columns[0]
+    if ls in ("binary", "ordinal"):
+        return (pd.DataFrame({col: lab.y_train}), pd.DataFrame({col: lab.y_test}))
+    names = np.array(class_names(dna.n_classes, dna))
+    tr = pd.DataFrame({col: names[lab.y_train]})
     if lay.submission_kind == "probability":
         onehot = np.eye(dna.n_classes, dtype=int)[lab.y_test]
         return tr, pd.DataFrame(onehot, columns=list(names))
-    return tr, pd.DataFrame({"label": names[lab.y_test]})
+    return tr, pd.DataFrame({col: names[lab.y_test]})
 
 
 def sample_submission(dna: TaskDNA, train_targets: pd.DataFrame, ids: list[str]
@@ -371,11 +391,11 @@ def sample_submission(dna: TaskDNA, train_targets: pd.DataFrame, ids: list[str]
     cols: dict[str, list] = {lay.id_column: list(ids)}
     kind = lay.submission_kind
     if kind == "ranking":
-        counts = train_targets["label"].value_counts()
+        counts = train_targets[lay.train_columns[0]].value_counts()
         order = sorted(lay.labels, key=lambda c: (-counts.get(c, 0), c))
-        cols["label"] = [" ".join(order[:dna.metric_kwargs["k"]])] * n
+        cols[lay.answer_columns[0]] = [" ".join(order[:dna.metric_kwargs["k"]])] * n
     elif dna.label_structure == "multiclass" and kind == "probability":
-        freq = train_targets["label"].value_counts(normalize=True)
+        freq = train_targets[lay.train_columns[0]].value_counts(normalize=True)
         probs = np.array([freq.get(c, 0.0) for c in lay.labels]) + 1e-3
         probs = np.round(probs / probs.sum(), 6)
         probs[-1] = round(1.0 - probs[:-1].sum(), 6)
