@@ -34,11 +34,17 @@ class Solution:
     code: str
     tier: str
     heavy: bool = False
+    shortcut: bool = False
 
 
 # (name, tier, kind, features, model expression, needs dense input, heavy)
+# Shortcut baselines: besides every trivial one, these must not reach bronze, or the task
+# rewards a superficial trick (verify.check_noise).
+SHORTCUTS = {"weak-tree", "id-nn", "last-value", "drift", "history-mean", "identity", "memo"}
+
 _CLASSIFIERS = [
     ("prior", "trivial", "prior", None, None, False, False),
+    ("id-nn", "weak", "id_nn", None, None, False, False),
     ("random", "trivial", "random", None, None, False, False),
     ("majority", "trivial", "majority", None, None, False, False),
     ("weak-logreg", "weak", "model", "weak", "make_pipeline(StandardScaler(), "
@@ -85,6 +91,7 @@ _CLASSIFIERS = [
 
 _REGRESSORS = [
     ("mean", "trivial", "mean", None, None, False, False),
+    ("id-nn", "weak", "id_nn", None, None, False, False),
     ("median", "trivial", "median", None, None, False, False),
     ("random-draw", "trivial", "random", None, None, False, False),
     ("weak-linear", "weak", "model", "weak", "LinearRegression()", True, False),
@@ -246,13 +253,15 @@ def reference_solutions(dna: TaskDNA) -> list[Solution]:
     if fam == "sequence":
         for name, tier, kind, parts, extra in _SEQUENCE:
             cfg = dict(base, solution={"kind": kind, "parts": parts, **extra})
-            out.append(Solution(name, _script(name, tier, cfg, True), tier))
+            out.append(Solution(name, _script(name, tier, cfg, True), tier,
+                                shortcut=_is_shortcut(name, tier)))
         return out
     if fam == "reconstruction":
         for name, tier, kind, radius, bg, model, heavy in _PIXEL:
             cfg = dict(base, solution={"kind": kind, "radius": radius, "background": bg,
                                        "model": model})
-            out.append(Solution(name, _script(name, tier, cfg, True), tier, heavy))
+            out.append(Solution(name, _script(name, tier, cfg, True), tier, heavy,
+                                _is_shortcut(name, tier)))
         return out
     if fam in ("regression", "forecasting"):
         table = list(_REGRESSORS) + (_FORECAST_EXTRA if fam == "forecasting" else [])
@@ -264,5 +273,24 @@ def reference_solutions(dna: TaskDNA) -> list[Solution]:
             feats = "single"
         cfg = dict(base, solution={"kind": kind, "features": feats, "model": model,
                                    "dense": needs_dense})
-        out.append(Solution(name, _script(name, tier, cfg, False), tier, heavy))
+        out.append(Solution(name, _script(name, tier, cfg, False), tier, heavy,
+                            _is_shortcut(name, tier)))
     return out
+
+
+def _is_shortcut(name: str, tier: str) -> bool:
+    return tier == "trivial" or name in SHORTCUTS
+
+
+def spread(solutions: list[Solution], k: int) -> list[Solution]:
+    """At most k solutions spread evenly over the list (trivial to strong), keeping every
+    shortcut so that the shortcut checks still run (0: all)."""
+    if not k or k >= len(solutions):
+        return list(solutions)
+    keep = [i for i, s in enumerate(solutions) if s.shortcut][:k]
+    rest = [i for i in range(len(solutions)) if i not in keep]
+    room = k - len(keep)
+    if room > 0 and rest:
+        step = (len(rest) - 1) / (room - 1) if room > 1 else 0
+        keep += sorted({rest[round(j * step)] for j in range(room)} if room > 1 else {rest[-1]})
+    return [solutions[i] for i in sorted(set(keep))]

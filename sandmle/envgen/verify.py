@@ -4,6 +4,11 @@ The checks follow the paper's filter plus the leak rules of DESIGN.md:
   * thresholds strictly monotonic (gold > silver > bronze > median in the better direction)
     and every one strictly better than the sample submission's score;
   * the strong reference beats the trivial one by a margin, and the trivial one wins no medal;
+  * noise (sandmle/envgen/noise.py, figures in grading.json's "noise"): the median-to-gold
+    span is at least `span_sd` bootstrap SDs of a reference score; the strong-over-trivial
+    gain is at least `signal_sd` SDs of its paired bootstrap; no shortcut baseline (constant,
+    last value, nearest neighbour on ids, shallow model on superficial features) reaches
+    bronze; no medal threshold is tied with the reference just outside it;
   * no answer is recoverable from public/: test row order, ids, media file names, and
     metadata (a target copied into test.csv, text chunks in PNG/WAV files, a public file that
     holds the answers);
@@ -44,6 +49,10 @@ class Reason(str, enum.Enum):
     NOT_DETERMINISTIC = "not_deterministic"
     DESCRIPTION_LEAKS_RULE = "description_leaks_rule"
     LLM_FAILED = "llm_failed"
+    NOISE_TOO_HIGH = "noise_too_high"
+    NO_SIGNAL = "no_signal"
+    SHORTCUT_WINS_MEDAL = "shortcut_wins_medal"
+    THRESHOLD_TIE = "threshold_tie"
 
 
 @dataclasses.dataclass
@@ -71,6 +80,10 @@ class VerifyConfig:
     leak_min_rho: float = 0.3
     trivial_tier: str = "trivial"
     strong_tier: str = "strong"
+    # Noise (see sandmle/envgen/noise.py).
+    bootstrap_samples: int = 200
+    span_sd: float = 3.0
+    signal_sd: float = 3.0
 
 
 def _better(a: float, b: float, lower: bool) -> bool:
@@ -363,6 +376,37 @@ def check_description(description: str, secrets: Iterable[str]) -> list[Rejectio
     return []
 
 
+def check_noise(noise: Mapping[str, Any] | None, config: VerifyConfig = VerifyConfig()
+                ) -> list[Rejection]:
+    """Rejections from grading.json's "noise" figures (see sandmle/envgen/noise.py)."""
+    if not noise:
+        return [Rejection(Reason.NOISE_TOO_HIGH, "no noise figures in grading.json")]
+    out = []
+    ratio = noise.get("span_over_sd")
+    if ratio is None or ratio < config.span_sd:
+        sd = noise.get("sd")
+        out.append(Rejection(Reason.NOISE_TOO_HIGH,
+                             f"median-to-gold span {noise.get('span', 0):.4g} is "
+                             f"{'not measurable' if ratio is None else f'{ratio:.2f}'} x the "
+                             f"bootstrap SD {sd if sd is None else f'{sd:.4g}'} "
+                             f"(need >= {config.span_sd:g})"))
+    signal = noise.get("signal_over_sd")
+    if signal is None or signal < config.signal_sd:
+        out.append(Rejection(Reason.NO_SIGNAL,
+                             f"strong over trivial gain {noise.get('signal', float('nan')):.4g} "
+                             f"is {'not measurable' if signal is None else f'{signal:.2f}'} x "
+                             f"its bootstrap SD (need >= {config.signal_sd:g})"))
+    if noise.get("shortcut_reaches_bronze"):
+        out.append(Rejection(Reason.SHORTCUT_WINS_MEDAL,
+                             f"shortcut {noise.get('best_shortcut')!r} scores "
+                             f"{noise.get('best_shortcut_score'):.6g}, reaching bronze"))
+    if noise.get("tied_thresholds"):
+        out.append(Rejection(Reason.THRESHOLD_TIE,
+                             f"{noise['tied_thresholds']} threshold(s) tied with the next "
+                             "reference on the leaderboard"))
+    return out
+
+
 def verify_task(task: Task, references: Sequence[Mapping[str, Any]],
                 regenerated: Mapping[str, bytes] | None = None,
                 original: Mapping[str, bytes] | None = None,
@@ -371,6 +415,7 @@ def verify_task(task: Task, references: Sequence[Mapping[str, Any]],
     """Runs every check on a saved task; an empty list means the task is verified."""
     out = check_thresholds(task.grading)
     out += check_references(task.grading, references, config)
+    out += check_noise(task.grading.get("noise"), config)
     out += check_leaks(task, config)
     if regenerated is not None and original is not None:
         out += check_determinism(original, regenerated)
