@@ -155,22 +155,19 @@ def test_size(dna: TaskDNA, rng: np.random.Generator) -> int:
 
     The paper shrinks training data for speed; the test set decides how noisy a score is,
     so it is sized for the reward: 1,500-2,500 rows for tables, text, graphs and series,
-    500-1,000 items where every row is a media file to decode, more when the positive class
-    is rare (AUC and log loss over few positives are noisy), capped at MAX_TEST_ROWS.
+    400-800 where every row is a file to read (image, audio, multimodal), up to 3x more when
+    the positive class of a binary task is rare (AUC and log loss over few positives are
+    noisy), capped at MAX_TEST_ROWS.
     """
     if dna.task_type == "reconstruction":
         return int(rng.integers(40, 81))     # 16x16 .. 32x32 pixels each: 10k-80k rows
     if dna.task_type == "sequence":
         return int(rng.integers(400, 801))   # about 9 tokens per sentence
-    parts = set(dna.input_shape.get("parts", ())) | {dna.modality}
-    lo, hi = (500, 1000) if parts & {"image", "audio"} else (1500, 2500)
+    # Every row a file to open (images, clips, texts and series of multimodal tasks).
+    files = dna.modality in ("image", "audio", "multimodal")
+    lo, hi = (400, 800) if files else (1500, 2500)
     n = int(rng.integers(lo, hi + 1))
-    imb = dna.pitfalls.get("class_imbalance", 0.0)
-    if dna.label_structure == "binary":
-        rate = 0.5 - 0.45 * imb
-    elif dna.label_structure == "multilabel":
-        rate = 0.35 * (1.0 - 0.85 * imb)
-    else:
-        rate = 0.25
-    n = int(n * min(3.0, max(1.0, 0.25 / rate)))
+    if dna.label_structure == "binary":  # multi-label scores average over columns already
+        rate = 0.5 - 0.45 * dna.pitfalls.get("class_imbalance", 0.0)
+        n = int(n * min(3.0, max(1.0, 0.25 / rate)))
     return int(min(MAX_TEST_ROWS, n))

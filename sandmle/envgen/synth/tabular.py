@@ -104,6 +104,10 @@ def render(shape: Mapping[str, Any], pitfalls: Mapping[str, float], z: np.ndarra
         kinds[feat.name], meaning[feat.name] = "numeric", feat.meaning
     cats = domains.categorical_columns(domain, n_cat)
     hc = pitfalls.get("high_cardinality", 0.0)
+    if hc and cats and not any(c.coded for c in cats):  # many levels suit an id-like column
+        coded_pool = [c for c in domain.categoricals if c.coded and "{i}" not in c.name]
+        if coded_pool:
+            cats[0] = coded_pool[0]
     coded = [i for i, c in enumerate(cats) if c.coded]
     high = (coded[0] if coded else 0) if hc else -1
     for j, cat in enumerate(cats):
@@ -124,14 +128,16 @@ def render(shape: Mapping[str, Any], pitfalls: Mapping[str, float], z: np.ndarra
     shuffled = [names[k] for k in prng.permutation(len(names))]
     frame = pd.DataFrame({c: cols[c] for c in shuffled})
     frame = _pitfalls(frame, kinds, pitfalls, rng, positive={
-        f.name for f in numeric if f.kind.split(":")[0] in ("pos", "count", "int", "pct", "frac")})
+        f.name for f in numeric if f.kind.split(":")[0] in ("pos", "count", "int", "pct", "frac")},
+        integer={f.name for f in numeric if f.kind.split(":")[0] in ("count", "int")})
     notes = {"columns": {c: meaning[c] for c in shuffled}, "kinds": kinds,
              "n_distractors": n_distract}
     return frame, {}, notes
 
 
 def _pitfalls(frame: pd.DataFrame, kinds: Mapping[str, str], pitfalls: Mapping[str, float],
-              rng: np.random.Generator, positive: set[str] = frozenset()) -> pd.DataFrame:
+              rng: np.random.Generator, positive: set[str] = frozenset(),
+              integer: set[str] = frozenset()) -> pd.DataFrame:
     """Outliers on numeric columns (kept non-negative where the column is), then missing
     cells."""
     n = len(frame)
@@ -143,7 +149,7 @@ def _pitfalls(frame: pd.DataFrame, kinds: Mapping[str, str], pitfalls: Mapping[s
                 vals = frame[c].to_numpy(dtype=float, copy=True)
                 bump = vals[hit] * rng.uniform(8, 40, hit.sum()) + rng.uniform(50, 500)
                 vals[hit] = np.abs(bump) if c in positive else bump
-                frame[c] = np.round(vals, 4)
+                frame[c] = np.round(vals, 0 if c in integer else 4)
     sev_mv = pitfalls.get("missing_values", 0.0)
     if sev_mv:
         for c in frame.columns:
