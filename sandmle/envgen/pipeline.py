@@ -268,7 +268,10 @@ def run_envgen(config: ml_collections.ConfigDict, workdir: str, farm: Any = None
         the_roles = make_roles(config)
     except (ValueError, mix.MixError) as e:
         raise _fail(str(e)) from None
-    previous = runstate.open_workdir(work, config, GENERATOR_VERSION)
+    try:
+        previous = runstate.open_workdir(work, config, GENERATOR_VERSION)
+    except EnvgenError as e:
+        raise _fail(str(e), e.code) from None
     if "llm" in config.roles.values():
         try:
             llm.probe(config.llm)

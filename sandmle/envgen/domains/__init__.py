@@ -176,8 +176,11 @@ def numeric_features(domain: Domain, n: int) -> list[Feature]:
     i = 1
     while len(out) < n:
         if not domain.families:
-            base = out[(len(out)) % max(1, len(domain.features))]
-            out.append(Feature(f"{base.name}_{i}", base.kind, base.meaning))
+            if domain.features:
+                base = domain.features[(i - 1) % len(domain.features)]
+                out.append(Feature(f"{base.name}_{i + 1}", base.kind, base.meaning))
+            else:
+                out.append(Feature(f"feature_{i:02d}", "real:0:1", f"attribute {i}"))
             i += 1
             continue
         for fam in domain.families:
