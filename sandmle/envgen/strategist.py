@@ -154,10 +154,10 @@ def test_size(dna: TaskDNA, rng: np.random.Generator) -> int:
     """Test rows (images for reconstruction, sentences for sequence tasks) for a DNA.
 
     The paper shrinks training data for speed; the test set decides how noisy a score is,
-    so it is sized for the reward: 1,500-2,500 rows for tables, text, graphs and series,
-    400-800 where every row is a file to read (image, audio, multimodal), up to 3x more when
+    so it is sized for the reward: 2,500-4,000 rows for tables, text, graphs and series,
+    800-1,500 where every row is a file to read (image, audio, multimodal), up to 2x more when
     the positive class of a binary task is rare (AUC and log loss over few positives are
-    noisy), capped at MAX_TEST_ROWS.
+    noisy), capped at MAX_TEST_ROWS (2,500 for files).
     """
     if dna.task_type == "reconstruction":
         return int(rng.integers(40, 81))     # 16x16 .. 32x32 pixels each: 10k-80k rows
@@ -165,9 +165,9 @@ def test_size(dna: TaskDNA, rng: np.random.Generator) -> int:
         return int(rng.integers(400, 801))   # about 9 tokens per sentence
     # Every row a file to open (images, clips, texts and series of multimodal tasks).
     files = dna.modality in ("image", "audio", "multimodal")
-    lo, hi = (400, 800) if files else (1500, 2500)
+    lo, hi, cap = (800, 1500, 2500) if files else (2500, 4000, MAX_TEST_ROWS)
     n = int(rng.integers(lo, hi + 1))
     if dna.label_structure == "binary":  # multi-label scores average over columns already
         rate = 0.5 - 0.45 * dna.pitfalls.get("class_imbalance", 0.0)
-        n = int(n * min(3.0, max(1.0, 0.25 / rate)))
-    return int(min(MAX_TEST_ROWS, n))
+        n = int(n * min(2.0, max(1.0, 0.25 / rate)))
+    return int(min(cap, n))
