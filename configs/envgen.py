@@ -20,7 +20,9 @@ Use LLM-backed roles against an OpenAI-compatible endpoint:
 
 Args (after the colon, comma separated): runlocal, llm_roles, n=<target accepted>,
 candidates=<max candidates>, seed=<int>, parallel=<candidates in flight>,
-solutions=<reference solutions per task, 0: all>.
+solutions=<reference solutions per task, 0: all>, test_scale=<factor on test set sizes>,
+fast (10 references and half-size test sets: `runlocal,fast`; benchmarks/envgen_speed.py
+measures what it saves).
 
 Mix: `config.mix.modality` / `config.mix.task_type` weights (default: the paper's modality
 mix, sandmle.envgen.mix), e.g. --config.mix.modality.audio=0.1.
@@ -32,7 +34,7 @@ import ml_collections
 
 def get_config(arg=None):
     arg = parse_arg(arg, runlocal=False, llm_roles=False, n=(None, int), candidates=(None, int),
-                    seed=0, parallel=2, solutions=(None, int))
+                    seed=0, parallel=2, solutions=(None, int), test_scale=1.0, fast=False)
     from sandmle.envgen import llm, mix
     config = ml_collections.ConfigDict()
     config.job = "envgen"                    # sandmle.jobs registry name
@@ -43,7 +45,7 @@ def get_config(arg=None):
     config.num_candidates = arg.candidates if arg.candidates is not None else max(12, 4 * n)
     config.parallel_candidates = arg.parallel
     config.scale = "micro"
-    config.test_size_scale = 1.0             # multiplies each DNA's test size (speed knob)
+    config.test_size_scale = arg.test_scale  # multiplies each DNA's test size (speed knob)
     config.mix = ml_collections.ConfigDict({"modality": dict(mix.PAPER_MODALITY_WEIGHTS),
                                             "task_type": dict(mix.DEFAULT_TASK_TYPE_WEIGHTS)})
     config.seed_ids = ()                     # empty: every seed of the library, round robin
@@ -73,6 +75,10 @@ def get_config(arg=None):
     if arg.runlocal:  # the quick start: shorter leaderboards, a lighter bootstrap
         config.developer.max_solutions = 14 if arg.solutions is None else arg.solutions
         config.verify.bootstrap_samples = 100
+    if arg.fast:  # speed over leaderboard size: 10 references, half-size test sets
+        config.developer.max_solutions = 10 if arg.solutions is None else arg.solutions
+        config.test_size_scale = 0.5 if arg.test_scale == 1.0 else arg.test_scale
+        config.min_scored_solutions = min(config.min_scored_solutions, 8)
     return config
 
 

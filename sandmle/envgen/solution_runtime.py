@@ -186,9 +186,12 @@ def feat_graph(tr, te, cfg, level="main"):
 def series_matrix(df, prefix="t_"):
     """(rows, steps): the t_* columns, or the series files named in `series_file`."""
     if "series_file" in df.columns:
-        rows = [pd.read_csv(os.path.join(INPUT, rel))["value"].to_numpy(float)
-                for rel in df["series_file"]]
-        x = pd.DataFrame(np.stack(rows))
+        rows = []
+        for rel in df["series_file"]:  # step,value per line; a blank value is missing
+            with open(os.path.join(INPUT, rel)) as f:
+                lines = f.read().split()[1:]
+            rows.append([float(v) if v else np.nan for v in (ln.split(",")[1] for ln in lines)])
+        x = pd.DataFrame(np.array(rows, dtype=float))
     else:
         x = df[[c for c in df.columns if c.startswith(prefix)]].astype(float)
     return x.interpolate(axis=1, limit_direction="both").fillna(0).to_numpy()

@@ -59,7 +59,8 @@ def render(shape: Mapping[str, Any], pitfalls: Mapping[str, float], z: np.ndarra
     if domain is not None:  # the domain's node attributes, laid out in their own units
         from sandmle.envgen import domains
         from sandmle.envgen.synth.tabular import realise
-        named = domains.numeric_features(domain, k_feat)
+        from sandmle.envgen.synth.tabular import coarse
+        named = sorted(domains.numeric_features(domain, k_feat), key=lambda f: coarse(f.kind))
         frame = pd.DataFrame({f.name: realise(f.kind, feats[:, i] / (feats[:, i].std() + 1e-9))
                               for i, f in enumerate(named)})
         columns = {f.name: f.meaning for f in named}

@@ -57,6 +57,16 @@ def realise(kind: str, x: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown feature kind {kind!r}")
 
 
+def coarse(kind: str) -> bool:
+    """Whether a kind keeps only a few distinct values (rare counts, small integer ranges)."""
+    name, *args = kind.split(":")
+    if name == "count":
+        return float(args[0]) < 3
+    if name == "int":
+        return float(args[1]) - float(args[0]) < 5
+    return False
+
+
 def _latent_mix(j: int, z: np.ndarray, prng: np.random.Generator, rng: np.random.Generator
                 ) -> np.ndarray:
     """Column j reads latent j (mod d) plus a small random mix, with measurement noise."""
@@ -97,7 +107,9 @@ def render(shape: Mapping[str, Any], pitfalls: Mapping[str, float], z: np.ndarra
     cols: dict[str, np.ndarray] = {}
     kinds: dict[str, str] = {}
     meaning: dict[str, str] = {}
-    order = prng.permutation(len(numeric))
+    # Columns 0..d-1 are each latent's main reader: give them fine-grained kinds, so that a
+    # coarse column (a rare count, a yes/no) never hides a latent (stable: same draw order).
+    order = sorted(prng.permutation(len(numeric)), key=lambda i: coarse(numeric[i].kind))
     for j in range(n_num):
         feat = numeric[order[j]]
         cols[feat.name] = realise(feat.kind, _latent_mix(j, z, prng, rng))
