@@ -63,7 +63,7 @@ def runs_z(labels: pd.Series, min_effect: float = 0.0) -> float:
     return (same - m * expected_rate) / sd
 
 
-def targets(task: Task) -> tuple[pd.DataFrame, list[str]]:
+def aligned_targets(task: Task) -> tuple[pd.DataFrame, list[str]]:
     """Answers aligned to test.csv's row order, and the target columns to check."""
     g = task.grading
     idc = g["id_column"]

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from sandmle.envgen.leaks import (association_z, label_signals, media_columns, metadata_leak,
-                                 names_leak, runs_z, targets, media_metadata)  # noqa: F401
+                                 names_leak, runs_z, aligned_targets, media_metadata)  # noqa: F401
 from sandmle.tasks.task import Task
 
 
@@ -146,7 +146,7 @@ def check_leaks(task: Task, config: VerifyConfig = VerifyConfig()) -> list[Rejec
     g = task.grading
     idc = g["id_column"]
     test = task.test()
-    aligned, targets = targets(task)
+    aligned, targets = aligned_targets(task)
     if not targets:
         return out
     position = np.arange(len(aligned), dtype=float)
