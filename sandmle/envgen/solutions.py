@@ -283,12 +283,20 @@ def _is_shortcut(name: str, tier: str) -> bool:
 
 
 def spread(solutions: list[Solution], k: int) -> list[Solution]:
-    """At most k solutions spread evenly over the list (trivial to strong), keeping every
-    shortcut so that the shortcut checks still run (0: all)."""
+    """At most k solutions for a shorter leaderboard (0: all): the first trivial one and
+    every other shortcut (so the shortcut checks still run), then the rest spread evenly
+    from weak to strong, light scripts before heavy ones. Further trivial baselines are
+    dropped first: a short leaderboard padded with constants has its median at the sample
+    submission's level."""
     if not k or k >= len(solutions):
         return list(solutions)
-    keep = [i for i, s in enumerate(solutions) if s.shortcut][:k]
-    rest = [i for i in range(len(solutions)) if i not in keep]
+    trivial = [i for i, s in enumerate(solutions) if s.tier == "trivial"]
+    keep = trivial[:1] + [i for i, s in enumerate(solutions) if s.shortcut and s.tier != "trivial"]
+    keep = keep[:k]
+    # Heavy scripts (kernel SVMs, MLPs, classic boosting) are the first to go for speed.
+    rest = [i for i, s in enumerate(solutions) if i not in keep and s.tier != "trivial"]
+    light = [i for i in rest if not solutions[i].heavy]
+    rest = light if len(light) >= k - len(keep) else rest
     room = k - len(keep)
     if room > 0 and rest:
         step = (len(rest) - 1) / (room - 1) if room > 1 else 0
