@@ -5,7 +5,7 @@
 Rerunning into the same --workdir resumes the run (see docs/envgen.md).
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from sandmle.envgen.pipeline import run_envgen
