@@ -44,6 +44,8 @@ flags.DEFINE_integer("memory_gb", 6, "per-job memory limit (GiB) at both scales"
 flags.DEFINE_integer("seed", 0, "random seed of the generated data")
 flags.DEFINE_string("config", "configs/envgen.py", "envgen config file (farm settings)")
 flags.DEFINE_string("modalities", "", "comma list restricting the modalities")
+flags.DEFINE_bool("include_trivial", False, "also time the constant baselines (prior, mean, "
+                  "random), which fit nothing")
 flags.DEFINE_bool("seed_dnas", False, "use the seed DNAs as they are (100-row test sets) "
                   "instead of mutants with the pipeline's test sizes")
 
@@ -70,13 +72,16 @@ def pick_dnas(n: int, modalities: list[str], seed: int = 0, mutants: bool = True
 
 
 def pick_solutions(dna, k: int) -> list:
-    """Up to k non-heavy solutions spread evenly over the leaderboard (trivial to strong).
+    """Up to k non-heavy, model-fitting solutions spread evenly over the leaderboard (weak to
+    strong; --include_trivial adds the constant baselines).
 
     Heavy ones (kernel SVMs, MLPs, classic boosting) are left out because their cost grows
     much faster than the rows at full scale; the same list runs at both scales.
     """
     from sandmle.envgen import solutions
-    sols = [s for s in solutions.reference_solutions(dna) if not s.heavy]
+    # Constant baselines fit nothing, so they are not what an agent's code costs.
+    sols = [s for s in solutions.reference_solutions(dna)
+            if not s.heavy and (FLAGS.include_trivial or s.tier != "trivial")]
     if not k or k >= len(sols):
         return sols
     step = (len(sols) - 1) / (k - 1) if k > 1 else 0
