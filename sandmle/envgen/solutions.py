@@ -82,7 +82,8 @@ _CLASSIFIERS = [
     ("svc-rbf", "strong", "model", "main", "make_pipeline(StandardScaler(with_mean=False), "
      "SVC(C=3.0, probability=True, random_state=0))", False, True),
     ("l1-logreg", "strong", "model", "main", "make_pipeline(StandardScaler(with_mean=False), "
-     "LogisticRegression(l1_ratio=1.0, solver='saga', C=0.5, max_iter=3000))", False, False),
+     "LogisticRegression(l1_ratio=1.0, solver='saga', C=0.5, max_iter=3000, "
+     "random_state=0))", False, False),
     ("soft-vote", "strong", "model", "main", "VotingClassifier([('lr', make_pipeline("
      "StandardScaler(), LogisticRegression(C=0.3, max_iter=3000))), ('rf', "
      "RandomForestClassifier(100, random_state=0)), ('hgb', HistGradientBoostingClassifier("
