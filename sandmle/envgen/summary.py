@@ -89,8 +89,11 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             ok = abs(m["share"] - m["weight"]) <= MIX_TOLERANCE + 1e-9
             lines.append(f"    {m['name']:<11s} {m['accepted']:4d}  {100 * m['share']:5.1f}% vs "
                          f"{100 * m['weight']:5.1f}%  {'ok' if ok else 'OFF by more than 5 points'}")
+        total = sum(m["accepted"] for m in summary["modality_mix"])
+        small = (f" ({total} tasks: one task moves a share by {100 / total:.1f} points)"
+                 if total and 100 / total > 100 * MIX_TOLERANCE else "")
         lines.append("  modality mix within 5 points of the weights: "
-                     + ("yes" if summary["modality_mix_within_tolerance"] else "NO"))
+                     + ("yes" if summary["modality_mix_within_tolerance"] else "NO") + small)
         lines.append("  task-type mix, accepted share vs configured weight: " + ", ".join(
             f"{m['name']} {100 * m['share']:.0f}% vs {100 * m['weight']:.0f}%"
             for m in summary["task_type_mix"]))
