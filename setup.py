@@ -24,6 +24,9 @@ INSTALL_REQUIRES = [
     "matplotlib>=3.9,<4",
     "psutil>=6,<8",
     "jinja2>=3.1.6,<4",
+    # Real-language words for generated text tasks (lists ship in the wheel, offline).
+    "wordfreq>=3.1,<3.2",
+    "pyyaml>=6,<7",
 ]
 
 EXTRAS = {
@@ -45,6 +48,7 @@ CONSOLE_SCRIPTS = [
     "sandmle-memplan=sandmle.rl.memory_plan:run",
     "sandmle-test-tokenizer=sandmle.models.tiny_tokenizer:run",
     "sandmle-grade=sandmle.tasks.cli:run",
+    "sandmle-import=sandmle.tasks.import_cli:run",
     "sandmle-inspect=sandmle.inspector:run",
     "sandmle-params=sandmle.models.params:run",
 ]
@@ -55,7 +59,7 @@ setup(
     description=__doc__,
     python_requires=">=3.10",
     packages=find_packages(include=["sandmle", "sandmle.*", "configs", "configs.*"]),
-    package_data={"sandmle": ["envgen/seeds/*.json", "models/*.jinja"]},
+    package_data={"sandmle": ["envgen/seeds/*.json", "envgen/domains/*.json", "models/*.jinja"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": CONSOLE_SCRIPTS},

@@ -1,10 +1,16 @@
 """End-to-end envgen: the farm runs the leaderboards; same seed -> byte-identical tasks;
-LLM-backed roles against a local replay server either yield a verified task or record why not.
+LLM-backed roles against a local replay server either yield a verified task or record why not;
+a rerun resumes, other settings are refused, a dead endpoint or Ctrl-C stops the run.
 
 Kept small (a few candidates, a cheap tabular seed) so the module runs in well under 3 minutes.
 """
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -29,6 +35,7 @@ def _config(**kw):
     config = get_config("runlocal")
     config.unlock()
     config.num_candidates = 2
+    config.target_accepted = 0
     config.parallel_candidates = 2
     config.seed_ids = SEEDS
     for k, v in kw.items():
@@ -54,6 +61,10 @@ def test_same_seed_byte_identical_tasks(tmp_path, farm, capsys):
     for name in trees_a:
         task = load_task(tmp_path / "a" / "tasks" / name)
         assert len(task.grading["leaderboard"]) >= 10
+        figures = task.grading["noise"]  # the noise figures verification used
+        assert figures["span_over_sd"] >= 3 and not figures["shortcut_reaches_bronze"]
+        assert figures["units"] == len(task.test())
+    assert "noise checks: all" in out
     split = json.loads((tmp_path / "a" / "split.json").read_text())
     assert sorted(split["train"] + split["validation"]) == sorted(trees_a)
     assert a["rejections_by_reason"] == b["rejections_by_reason"]
@@ -63,10 +74,10 @@ _GOOD_GEN = '''```python
 import os
 import numpy as np
 rng = np.random.default_rng(0)
-n_tr, n_te = 160, 120
+n_tr, n_te = 160, 2000
 ids = ["r%09x" % v for v in rng.choice(16**9, n_tr + n_te, replace=False)]
 x = rng.normal(size=(n_tr + n_te, 5))
-y = (x[:, 0] + 0.8 * x[:, 1] + rng.normal(0, 0.3, n_tr + n_te) > 0).astype(int)
+y = (x[:, 0] + 1.5 * x[:, 1] * x[:, 2] + rng.normal(0, 0.3, n_tr + n_te) > 0).astype(int)
 os.makedirs("output", exist_ok=True)
 def write(name, cols, rows):
     with open(os.path.join("output", name), "w") as f:
@@ -90,7 +101,7 @@ Predict `target` for each orchard plot in test.csv.
 train.csv, test.csv, sample_submission.csv.
 
 ## Evaluation
-ROC AUC, higher is better.
+Submissions are scored with `roc_auc` (higher is better).
 
 ## Submission format
 id,target with a probability per row.
@@ -99,7 +110,8 @@ id,target with a probability per row.
 
 def test_llm_roles_recover_from_bad_replies(tmp_path, farm):
     seed = load_seeds()[SEEDS[0]]
-    dna_json = json.dumps(strategist.mutate(seed, 7).to_dict())
+    # No catalogue domain: the canned generator below writes the neutral `target` column.
+    dna_json = json.dumps(strategist.mutate(seed, 7).replace(domain="").to_dict())
     answers = [
         "Here is the DNA: {not json at all",                       # strategist: malformed
         "```json\n" + dna_json + "\n```",                          # strategist: valid
@@ -142,3 +154,73 @@ def test_llm_failure_is_recorded_not_raised(tmp_path, farm):
     assert row["status"] == "rejected" and row["reason"] == "llm_failed"
     assert summary["rejections_by_reason"] == {"llm_failed": 1}
     assert not any((tmp_path / "tasks").iterdir())
+
+
+def test_rerun_resumes_and_other_settings_are_refused(tmp_path, farm, capsys):
+    config = _config(num_candidates=1, parallel_candidates=1)
+    first = pipeline.run_envgen(config, str(tmp_path), farm=farm, progress=False)
+    rows = [json.loads(l) for l in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    tasks_before = _trees(tmp_path)
+    config.num_candidates = 2  # a longer run, same settings: resume
+    second = pipeline.run_envgen(config, str(tmp_path), farm=farm, progress=False)
+    again = [json.loads(l) for l in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert first["candidates"] == 1 and second["candidates"] == 2
+    assert again[0] == rows[0] and again[1]["index"] != rows[0]["index"]
+    for name, tree in tasks_before.items():  # nothing accepted before was touched
+        assert _trees(tmp_path)[name] == tree
+    other = _config(num_candidates=2, parallel_candidates=1)
+    other.seed = 7
+    with pytest.raises(SystemExit) as exc:
+        pipeline.run_envgen(other, str(tmp_path), farm=farm, progress=False)
+    assert exc.value.code == 2 and "seed: 0 -> 7" in str(exc.value)
+    assert "envgen: --workdir" in capsys.readouterr().err
+    assert len((tmp_path / "manifest.jsonl").read_text().splitlines()) == 2
+
+
+def test_unreachable_endpoint_stops_before_any_candidate(tmp_path, farm, capsys):
+    config = _config(num_candidates=3)
+    config.roles = {"strategist": "llm", "developer": "procedural", "writer": "procedural"}
+    config.llm.base_url = "http://127.0.0.1:9/v1"  # the discard port: nothing listens
+    with pytest.raises(SystemExit) as exc:
+        pipeline.run_envgen(config, str(tmp_path), farm=farm, progress=False)
+    assert exc.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unreachable" in err[0] and "127.0.0.1:9" in err[0]
+    assert not (tmp_path / "manifest.jsonl").exists()
+
+
+def test_failing_endpoint_stops_the_run_with_the_summary(tmp_path, farm, capsys):
+    with ReplayServer([{"status": 500}] * 40) as server:  # alive, but every chat fails
+        config = _config(num_candidates=6, parallel_candidates=1)
+        config.roles = {"strategist": "llm", "developer": "procedural", "writer": "procedural"}
+        config.llm.base_url, config.llm.backoff_s, config.llm.max_retries = server.base_url, 0.01, 1
+        with pytest.raises(SystemExit) as exc:
+            pipeline.run_envgen(config, str(tmp_path), farm=farm, progress=False)
+    assert exc.value.code == 1
+    captured = capsys.readouterr()
+    assert "stopped early: the LLM endpoint failed 2 candidates in a row" in captured.out
+    assert len((tmp_path / "manifest.jsonl").read_text().splitlines()) == 2
+
+
+def test_ctrl_c_prints_the_summary_so_far(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandmle.envgen.cli", "--config=configs/envgen.py:runlocal",
+         f"--workdir={tmp_path}", "--config.num_candidates=8",
+         "--config.seed_ids=('tabular-playground-series-may-2022',)"],
+        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    manifest = tmp_path / "manifest.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if manifest.is_file() and manifest.read_text().strip():
+            break
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "envgen:" in out and "stopped early: interrupted" in out
+    assert "Traceback" not in err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["candidates"] >= 1 and summary["stopped"].startswith("interrupted")

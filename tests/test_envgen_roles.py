@@ -27,6 +27,16 @@ def test_writer_covers_sections_and_never_the_rule(name):
     for col in data.grading_spec["target_columns"][:8]:
         assert f"`{col}`" in text
     assert dna.domain.lower() in low
+    # Machine-readable cues an agent (or a scripted expert) relies on.
+    direction = "lower is better" if dna.is_lower_better else "higher is better"
+    assert f"Submissions are scored with `{dna.metric}` ({direction})" in text
+    assert "| column | in | type | meaning |" in text and "```csv\n" in text
+    header = ",".join(data.sample_submission.columns)
+    assert f"```csv\n{header}\n" in text
+    for col in data.train.columns:  # every column is in the table (series as a range)
+        assert f"| `{col}` |" in text or (col.startswith("t_") and f"`{col}`" in text) \
+            or (col.startswith("t_") and "`t_000` ..." in text), col
+    assert "target column(s)" in text and "Your task: predict" in text
 
 
 def _client(server):

@@ -4,7 +4,9 @@ import pytest
 
 from sandmle.envgen.dna import METRIC_DIRECTIONS
 from sandmle.envgen.seeds import load_seeds
-from sandmle.envgen.strategist import DOMAINS, allowed_pitfalls, mutate
+from sandmle.envgen import domains
+from sandmle.envgen.dna import MAX_TEST_ROWS
+from sandmle.envgen.strategist import allowed_pitfalls, mutate
 from sandmle.envgen.synth import generate
 
 SEEDS = load_seeds()
@@ -27,7 +29,12 @@ def test_mutants_keep_structure_and_generate(name):
             seed.modality, seed.task_type, seed.label_structure, seed.metric)
         assert dna.is_lower_better == METRIC_DIRECTIONS[dna.metric]
         assert 50 <= dna.n_train <= 200 and dna.source == name
-        assert dna.domain in DOMAINS
+        # a catalogue domain whose columns and classes fit the structure
+        assert domains.for_dna(dna) is not None, dna.domain
+        # the test set is sized for a stable score, separately from the training budget
+        low = {"reconstruction": 40, "sequence": 400}.get(dna.task_type, 400)
+        assert low <= dna.n_test <= MAX_TEST_ROWS
+        assert dna.n_test > dna.n_train or dna.task_type == "reconstruction"  # images of pixels
         assert set(dna.pitfalls) <= allowed_pitfalls(seed)
         if dna.task_type not in ("reconstruction",):
             assert dna.pitfalls, "a mutant carries at least one adversarial pitfall"

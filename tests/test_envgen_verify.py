@@ -26,6 +26,11 @@ def _png(meta: bool) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + body
 
 
+CLEAN_NOISE = {"sd": 0.01, "span": 0.3, "span_over_sd": 30.0, "signal": 0.4,
+               "signal_over_sd": 20.0, "best_shortcut": "const", "best_shortcut_score": 0.5,
+               "shortcut_reaches_bronze": False, "tied_thresholds": []}
+
+
 def _task(tmp_path, name="t", order="random", ids="random", names="plain", png_meta=False,
           copy_target=False, lower=False, thresholds=(0.9, 0.8, 0.7, 0.6), sample_score=0.5):
     rng = np.random.default_rng(0)
@@ -56,7 +61,8 @@ def _task(tmp_path, name="t", order="random", ids="random", names="plain", png_m
                "is_lower_better": lower, "id_column": "id", "target_columns": ["label"],
                "submission_kind": "probability" if lower else "label", "labels": ["cat", "dog"],
                "thresholds": {"gold": g, "silver": s, "bronze": b, "median": m},
-               "leaderboard": [g, s, b, m], "sample_submission_score": sample_score}
+               "leaderboard": [g, s, b, m], "sample_submission_score": sample_score,
+               "noise": CLEAN_NOISE}
     return save_task(tmp_path / name, gen, grading, {"modality": "image"}, PROV, "# Task\n")
 
 

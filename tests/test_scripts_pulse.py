@@ -29,6 +29,8 @@ SCRIPTS = [
                                    "--override=log_every=1", "--override=eval_every=1",
                                    "--override=optim.warmup_steps=1"],
      "wall-time ratio", False),
+    ("benchmarks/envgen_speed.py",
+     ["--n=1", "--variants=runlocal+fast+solutions=8+candidates=1"], "s/accepted", False),
     ("experiments/micro_vs_full.py",
      ["--dnas=1", "--max_solutions=1", "--modalities=tabular",
       f"--config={os.path.join(ROOT, 'configs', 'envgen.py')}"], "median ratio", False),
@@ -42,7 +44,7 @@ def test_script_runs_from_anywhere(tmp_path, script, args, expect, needs_torch):
         pytest.skip("needs torch (pip install -e '.[torch]')")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")}
     env["JAX_PLATFORMS"] = "cpu"
-    if script.startswith("experiments/"):
+    if script.startswith("experiments/") or script.endswith("envgen_speed.py"):
         args = args + [f"--scratch={tmp_path}"]
     proc = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=600)

@@ -30,89 +30,64 @@ from sandmle.agent.policy import TurnOutput, TurnRequest
 INSPECT = """\
 import os
 import pandas as pd
-print(sorted(os.listdir("input")))
-tr = pd.read_csv("input/train.csv")
+print(sorted(os.listdir('input')))
+tr = pd.read_csv('input/train.csv')
 print(tr.shape, list(tr.columns)[:12])
-print(pd.read_csv("input/sample_submission.csv").head(3))"""
+print(pd.read_csv('input/sample_submission.csv').head(3))"""
 
 SOLUTION = """\
-import glob, os, warnings
+import glob, warnings
 import numpy as np, pandas as pd
 from sklearn import dummy, ensemble, linear_model, neighbors, tree
 from sklearn.feature_extraction.text import TfidfVectorizer
-warnings.filterwarnings("ignore")
-D = "input/"
-tr, te = pd.read_csv(D + "train.csv"), pd.read_csv(D + "{test_file}")
-ss = pd.read_csv(D + "sample_submission.csv")
+warnings.filterwarnings('ignore')
+TEXT, MEDIA = {text}, {media}
+CLS, REG = {model}
+tr, te, ss = [pd.read_csv(f'input/{{f}}.csv') for f in ('train', '{test_name}', 'sample_submission')]
 idc, ys = ss.columns[0], list(ss.columns[1:])
 al = pd.concat([tr, te], ignore_index=True)
-X = []
+X = [np.zeros((len(al), 1))]
 for c in te.columns.drop(idc):
     s = al[c]
-    if pd.api.types.is_numeric_dtype(s):
+    if s.dtype.kind in 'biuf':
         X.append(s.fillna(s.median()).to_numpy(float)[:, None])
-    elif {text}s.astype(str).str.len().mean() > 30:
-        X.append(TfidfVectorizer(max_features=200).fit_transform(s.fillna("")).toarray())
+    elif TEXT and s.astype(str).str.len().mean() > 30:
+        X.append(TfidfVectorizer(max_features=100).fit_transform(s.fillna('')).toarray())
     else:
-        X.append(pd.get_dummies(s.fillna("?")).to_numpy(float)[:, :20])
-if os.path.exists(D + "graph/edges.csv"):
-    e = pd.read_csv(D + "graph/edges.csv")
-    deg = pd.concat([e.iloc[:, 0], e.iloc[:, 1]]).value_counts()
-    X.append(al[idc].map(deg).fillna(0).to_numpy(float)[:, None])
-def media(i):
-    f = glob.glob(D + "*/" + str(i) + ".*")
-    if not f:
-        return np.zeros(48)
-    if f[0].endswith(".wav"):
-        from scipy.io import wavfile
-        a = np.abs(np.fft.rfft(wavfile.read(f[0])[1].astype(float)))
-        return np.log1p([b.mean() for b in np.array_split(a, 48)])
+        X.append(pd.get_dummies(s.fillna('?')).to_numpy(float)[:, :20])
+if MEDIA and glob.glob('input/images/*.png'):
     from PIL import Image
-    return np.asarray(Image.open(f[0]).convert("RGB").resize((4, 4)), float).ravel() / 255
-if {media}len(glob.glob(D + "*/*.*")):
-    X.append(np.array([media(i) for i in al[idc]]))
-X = np.hstack(X) if X else np.zeros((len(al), 1))
+    X.append([np.asarray(Image.open(f'input/images/{{i}}.png').convert('L').resize((6, 6))).ravel() for i in al[idc]])
+X = np.hstack(X).astype(float)
 X = (X - X.mean(0)) / (X.std(0) + 1e-9)
 Xtr, Xte = X[:len(tr)], X[len(tr):]
-C, R = {model}
-sub = pd.DataFrame({{idc: te[idc]}})
 lab = [c for c in tr.columns if c not in te.columns and c not in ys]
-if lab and not set(ys) & set(tr.columns):
-    P = C.fit(Xtr, tr[lab[0]].astype(str)).predict_proba(Xte)
-    for j, c in enumerate(C.classes_):
-        if c in ys:
-            sub[c] = P[:, j]
-    for c in ys:
-        if c not in sub:
-            sub[c] = 0.0
-    sub[ys] = sub[ys].div(sub[ys].sum(1) + 1e-12, axis=0)
+sub = pd.DataFrame({{idc: te[idc]}})
 for c in ys:
-    if c not in tr.columns:
-        continue
-    y, s = tr[c], ss[c]
-    if not pd.api.types.is_numeric_dtype(s) and s.astype(str).str.contains(" ").any():
-        P = C.fit(Xtr, y.astype(str).str.split().str[0]).predict_proba(Xte)
-        k = len(s[0].split())
-        sub[c] = [" ".join(C.classes_[np.argsort(-p)][:k]) for p in P]
-    elif s.dtype.kind == "f" and y.nunique() <= 2:
-        sub[c] = C.fit(Xtr, y).predict_proba(Xte)[:, -1]
-    elif pd.api.types.is_numeric_dtype(y) and (y.dtype.kind == "f" or y.nunique() > 30):
-        sub[c] = R.fit(Xtr, y.astype(float)).predict(Xte)
+    y, s = (tr[c] if c in tr else (tr[lab[0]].astype(str) == c).astype(int)), ss[c]
+    if s.dtype.kind not in 'biuf' and s.astype(str).str.contains(' ').any():
+        P = CLS.fit(Xtr, y.astype(str).str.split().str[0]).predict_proba(Xte)
+        sub[c] = [' '.join(CLS.classes_[np.argsort(-p)][:len(s[0].split())]) for p in P]
+    elif s.dtype.kind == 'f' and y.nunique() <= 2:
+        sub[c] = CLS.fit(Xtr, y).predict_proba(Xte)[:, -1]
+    elif y.dtype.kind in 'biuf' and (y.dtype.kind == 'f' or y.nunique() > 30):
+        sub[c] = REG.fit(Xtr, y).predict(Xte)
     else:
-        m = C if y.nunique() <= 50 else neighbors.KNeighborsClassifier(1)
-        sub[c] = m.fit(Xtr, y).predict(Xte)
-sub.to_csv("submission.csv", index=False)
-print(sub.shape, "written")"""
+        sub[c] = (CLS if y.nunique() <= 50 else neighbors.KNeighborsClassifier(1)).fit(Xtr, y).predict(Xte)
+if lab and not set(ys) & set(tr.columns):
+    sub[ys] = sub[ys].div(sub[ys].sum(1) + 1e-9, axis=0)
+sub.to_csv('submission.csv', index=False)
+print(sub.shape, 'written')"""
 
 FALLBACK = """\
 import pandas as pd
-pd.read_csv("input/sample_submission.csv").to_csv("submission.csv", index=False)
-print("copied the sample submission")"""
+pd.read_csv('input/sample_submission.csv').to_csv('submission.csv', index=False)
+print('copied the sample submission')"""
 
 # (name, words in the think text, weight, (classifier, regressor) expressions with {n}/{k})
 MODELS = (
     ("dummy", "a constant baseline", 1.0,
-     "dummy.DummyClassifier(strategy=\"prior\"), dummy.DummyRegressor()"),
+     "dummy.DummyClassifier(strategy='prior'), dummy.DummyRegressor()"),
     ("linear", "a regularised linear model", 1.0,
      "linear_model.LogisticRegression(C={c}, max_iter=500), linear_model.Ridge(alpha={a})"),
     ("knn", "k nearest neighbours", 1.0,
@@ -165,10 +140,8 @@ def draw_choices(rng: np.random.Generator, bug_rate: float = 0.15,
 
 def solution_code(choices: Choices, bug: bool = False) -> str:
     """The solution script for these choices (optionally with its planted bug)."""
-    return SOLUTION.format(model=choices.model_expr(),
-                           text="" if choices.text else "False and ",
-                           media="" if choices.media else "False and ",
-                           test_file="test.cvs" if bug else "test.csv")
+    return SOLUTION.format(model=choices.model_expr(), text=choices.text, media=choices.media,
+                           test_name="tset" if bug else "test")
 
 
 def tool_message(think: str, name: str, arguments: dict) -> dict:
@@ -262,7 +235,7 @@ class ExpertPolicy:
             plan.stage = "solve"
             return solve
         if plan.stage in ("solve", "improve") and status != "ok":
-            if not plan.fixed and ch.bug and "test.cvs" in obs:
+            if not plan.fixed and ch.bug and "tset" in obs:
                 plan.fixed = True
                 return tool_message("The test file name was misspelt; fix it and rerun.",
                                     "execute_python", {"code": solution_code(ch)})

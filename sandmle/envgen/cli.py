@@ -4,7 +4,8 @@
   sandmle-envgen --config=configs/envgen.py:runlocal --workdir=/tmp/envgen \\
       --config.num_candidates=8
 
-Writes tasks/, manifest.jsonl, split.json and summary.json under --workdir.
+Writes tasks/, manifest.jsonl, split.json and summary.json under --workdir; rerunning into
+the same --workdir resumes the run (see docs/envgen.md).
 `--config.a.b=value` overrides any config field. Bad input exits 2 with one line.
 """
 

@@ -94,7 +94,7 @@ _SHAPE_KEYS = {
 _SHAPE_ALLOW_ZERO = {"n_numeric", "n_categorical", "node_features", "horizon"}
 
 MICRO_TRAIN_RANGE = (50, 200)
-MAX_TEST_ROWS = 2000
+MAX_TEST_ROWS = 5000
 
 
 class DNAError(ValueError):

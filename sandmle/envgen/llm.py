@@ -34,6 +34,11 @@ class LLMRoleError(RuntimeError):
         super().__init__(message + ": " + " | ".join(reasons))
         self.reasons = reasons
 
+    @property
+    def endpoint_failed(self) -> bool:
+        """Whether the last attempt failed because the endpoint did not answer."""
+        return bool(self.reasons) and self.reasons[-1].startswith("endpoint:")
+
 
 def default_config() -> ml_collections.ConfigDict:
     """Endpoint settings; `base_url` like http://127.0.0.1:8000/v1."""
@@ -47,7 +52,28 @@ def default_config() -> ml_collections.ConfigDict:
         "max_attempts": 3,       # reply -> verify -> feedback rounds
         "temperature": 0.7,
         "max_tokens": 4096,
+        "probe_timeout_s": 5.0,  # the reachability check before a run starts
+        "max_endpoint_failures": 2,  # candidates in a row lost to the endpoint -> stop
     })
+
+
+def probe(config: ml_collections.ConfigDict) -> None:
+    """Checks that the endpoint answers at all (GET <base_url>/models) before a run spends
+    time on candidates; raises LLMError naming the URL when it is unreachable or failing.
+    Any HTTP answer but 500/502/503/504 counts as alive (a server may not list models)."""
+    url = config.base_url.rstrip("/") + "/models"
+    timeout = min(float(config.timeout_s), float(config.get("probe_timeout_s", 5.0)))
+    headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                    timeout=timeout):
+            return
+    except urllib.error.HTTPError as e:
+        if e.code in (500, 502, 503, 504):
+            raise LLMError(f"{config.base_url} answers HTTP {e.code}") from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise LLMError(f"{config.base_url} is unreachable ({reason})") from None
 
 
 @dataclasses.dataclass

@@ -1,20 +1,25 @@
 """Seeds -> N candidate tasks -> verified tasks, in parallel, with a manifest.
 
-Each candidate i takes seed `seeds[i % len(seeds)]` and random seed `config.seed * 1_000_003 + i`,
-so a candidate's task depends on (config.seed, i) only, never on scheduling. Its four roles run
-in order (strategist, developer, writer, leaderboard in the farm, MLOps), the task is saved to a
-staging folder, regenerated once more from the same seed, and verified; accepted tasks move to
-`<workdir>/tasks/<task_id>`, and every candidate gets one manifest line saying what happened.
+Candidate slots come from the mix plan (sandmle/envgen/mix.py): slot i takes a seed of its
+(modality, task type) cell and random seed `config.seed * 1_000_003 + i`, so a candidate's
+task depends on (config, i) only, never on scheduling. Its four roles run in order
+(strategist, developer, writer, leaderboard in the farm, MLOps), the leaderboard's noise is
+measured (sandmle/envgen/noise.py), the task is saved to a staging folder, regenerated once
+more from the same seed, and verified; accepted tasks move to `<workdir>/tasks/<task_id>`,
+and every candidate gets one manifest line saying what happened. A rerun into the same
+workdir resumes (sandmle/envgen/runstate.py); Ctrl-C or a failing LLM endpoint stops the
+run with the summary so far.
 """
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures as cf
 import dataclasses
 import hashlib
 import json
+import math
 import shutil
+import sys
 import threading
 import time
 import traceback
@@ -23,11 +28,13 @@ from typing import Any, Callable
 
 import ml_collections
 
-from sandmle.envgen import llm, roles
+from sandmle.envgen import llm, mix, noise, roles, runstate
+from sandmle.envgen.runstate import EnvgenError
+from sandmle.envgen.summary import format_summary, summarize
 from sandmle.envgen.verify import Reason, Rejection, VerifyConfig, verify_task
-from sandmle.tasks.task import TaskError, csv_bytes, dumps_json, save_task, tree_bytes
+from sandmle.tasks.task import TaskError, csv_bytes, dumps_json, save_task
 
-GENERATOR_VERSION = "sandmle-envgen/1"
+GENERATOR_VERSION = "sandmle-envgen/2"
 
 
 @dataclasses.dataclass
@@ -102,7 +109,7 @@ def build_candidate(index: int, seed_id: str, seed_dna: Any, config: ml_collecti
 
     try:
         t0 = time.perf_counter()
-        dna = the_roles.strategist.propose(seed_dna, rng_seed)
+        dna = _sized(the_roles.strategist.propose(seed_dna, rng_seed), config)
         clock("strategist", t0)
         d = roles.dna_dict(dna)
         row.update(modality=d.get("modality"), task_type=d.get("task_type"), metric=d.get("metric"))
@@ -132,7 +139,12 @@ def build_candidate(index: int, seed_id: str, seed_dna: Any, config: ml_collecti
         if len(scored) < config.min_scored_solutions:
             return reject([Rejection(Reason.LEADERBOARD_FAILED,
                                      f"{len(scored)}/{len(refs)} reference solutions scored")])
-        grading = the_roles.mlops.build_grading(dna, spec, refs, sample_score)
+        stage = "noise"
+        t0 = time.perf_counter()
+        row["noise"] = _noise(generated, spec, refs, developer, d.get("task_type"), lower, config)
+        clock("noise", t0)
+        grading = the_roles.mlops.build_grading(dna, spec, refs, sample_score, row["noise"])
+        row["bronze"] = grading["thresholds"]["bronze"]
         provenance = {"seed_id": seed_id, "generator_version": GENERATOR_VERSION,
                       "random_seed": rng_seed, "scale": config.scale,
                       "roles": dict(config.roles)}
@@ -140,7 +152,7 @@ def build_candidate(index: int, seed_id: str, seed_dna: Any, config: ml_collecti
         task = save_task(scratch / task_id, generated, grading, dna, provenance, description)
         stage = "verify"
         t0 = time.perf_counter()
-        regen_dna = the_roles.strategist.propose(seed_dna, rng_seed)
+        regen_dna = _sized(the_roles.strategist.propose(seed_dna, rng_seed), config)
         regenerated = developer.generate(regen_dna, rng_seed, config.scale)
         rejections = verify_task(task, [r.to_dict() for r in refs],
                                  regenerated=_data_tree(regenerated, regen_dna),
@@ -158,6 +170,7 @@ def build_candidate(index: int, seed_id: str, seed_dna: Any, config: ml_collecti
         row["status"] = "accepted"
         return row
     except llm.LLMRoleError as e:
+        row["llm_endpoint_failed"] = e.endpoint_failed
         return reject([Rejection(Reason.LLM_FAILED, f"{stage}: {e}"[:1000])])
     except TaskError as e:
         return reject([Rejection(Reason.INVALID_TASK, f"{stage}: {e}"[:1000])])
@@ -180,34 +193,26 @@ def split_ids(task_ids: list[str], validation_fraction: float, seed: int) -> dic
     return {"train": sorted(ranked[n_val:]), "validation": sorted(ranked[:n_val])}
 
 
-def summarize(rows: list[dict], elapsed_s: float) -> dict:
-    """Counts by status, reason, modality and task type, and throughput."""
-    accepted = [r for r in rows if r["status"] == "accepted"]
-    minutes = max(elapsed_s, 1e-9) / 60
-    return {
-        "candidates": len(rows), "accepted": len(accepted), "rejected": len(rows) - len(accepted),
-        "elapsed_s": round(elapsed_s, 1),
-        "tasks_per_minute": round(len(accepted) / minutes, 2),
-        "candidates_per_minute": round(len(rows) / minutes, 2),
-        "rejections_by_reason": dict(sorted(collections.Counter(
-            r["reason"] for r in rows if r["status"] != "accepted").items())),
-        "accepted_by_modality": dict(sorted(collections.Counter(
-            str(r.get("modality")) for r in accepted).items())),
-        "accepted_by_task_type": dict(sorted(collections.Counter(
-            str(r.get("task_type")) for r in accepted).items())),
-    }
+def _sized(dna: Any, config: ml_collections.ConfigDict) -> Any:
+    """The DNA with its test set scaled by `config.test_size_scale` (a speed knob)."""
+    scale = float(config.get("test_size_scale", 1.0))
+    if scale == 1.0 or not hasattr(dna, "replace"):
+        return dna
+    return dna.replace(n_test=max(20, int(round(dna.n_test * scale))))
 
 
-def format_summary(summary: dict) -> str:
-    lines = [f"envgen: {summary['accepted']} accepted / {summary['candidates']} candidates in "
-             f"{summary['elapsed_s']} s  ->  {summary['tasks_per_minute']} tasks/minute "
-             f"({summary['candidates_per_minute']} candidates/minute)",
-             "  accepted: " + str(summary["accepted"])]
-    for reason, count in summary["rejections_by_reason"].items():
-        lines.append(f"  rejected ({reason}): {count}")
-    lines.append("  by modality: " + ", ".join(f"{k}={v}" for k, v in summary["accepted_by_modality"].items()))
-    lines.append("  by task type: " + ", ".join(f"{k}={v}" for k, v in summary["accepted_by_task_type"].items()))
-    return "\n".join(lines)
+def _noise(generated: Any, spec: dict, refs: list, developer: Any, task_type: str,
+           lower: bool, config: ml_collections.ConfigDict) -> dict:
+    """The leaderboard's noise figures (grading.json's "noise")."""
+    unit = noise.bootstrap_unit(task_type)
+    ids = generated.answers[spec["id_column"]].astype(str).tolist()
+    return noise.analyse([r.to_dict() for r in refs],
+                         {r.name: r.prediction for r in refs if r.prediction is not None},
+                         developer.y_true, spec["metric"], spec.get("metric_kwargs") or {},
+                         lower, noise.groups_of(ids, unit), unit,
+                         noise.NoiseConfig(bootstrap_samples=int(config.verify.bootstrap_samples),
+                                           span_sd=float(config.verify.span_sd),
+                                           signal_sd=float(config.verify.signal_sd)))
 
 
 def _load_seeds(config: ml_collections.ConfigDict) -> list[tuple[str, Any]]:
@@ -237,61 +242,132 @@ def make_farm(config: ml_collections.ConfigDict) -> Any:
     return SandboxFarm(config.farm)
 
 
+def _cell_key(row: dict) -> str:
+    return f"{row.get('modality')}/{row.get('task_type')}"
+
+
+def _fail(message: str, code: int = 2) -> EnvgenError:
+    print(f"envgen: {message}", file=sys.stderr, flush=True)
+    return EnvgenError(message, code)
+
+
 def run_envgen(config: ml_collections.ConfigDict, workdir: str, farm: Any = None,
                progress: bool = True, printer: Callable[[str], None] = print) -> dict:
-    """Generates `config.num_candidates` candidates; writes tasks/, manifest.jsonl, split.json
-    and summary.json under `workdir`; prints and returns the summary."""
+    """Generates candidates until `config.target_accepted` tasks are accepted in the mix's
+    proportions (or `config.num_candidates` are spent); writes tasks/, manifest.jsonl,
+    split.json, summary.json and run.json under `workdir`; prints and returns the summary.
+
+    Rerunning into the same workdir resumes; other settings there, an unreachable LLM
+    endpoint, or Ctrl-C end the run with `EnvgenError` (a SystemExit: one line on stderr,
+    exit status 2, 1 or 130) after writing what was done.
+    """
     work = Path(workdir)
-    (work / "tasks").mkdir(parents=True, exist_ok=True)
-    seeds = _load_seeds(config)
+    try:
+        seeds = _load_seeds(config)
+        run_cells = mix.cells(seeds, config.mix.modality, config.mix.task_type)
+        the_roles = make_roles(config)
+    except (ValueError, mix.MixError) as e:
+        raise _fail(str(e)) from None
+    try:
+        previous = runstate.open_workdir(work, config, GENERATOR_VERSION)
+    except EnvgenError as e:
+        raise _fail(str(e), e.code) from None
+    if "llm" in config.roles.values():
+        try:
+            llm.probe(config.llm)
+        except llm.LLMError as e:
+            raise _fail(f"LLM endpoint: {e}; start it or fix --config.llm.base_url", 1) from None
+    target = int(config.target_accepted)
+    quota = mix.quotas(run_cells, target) if target else {}
+    ratio = config.num_candidates / target if target else math.inf
+    cap = {c.key: max(3, math.ceil(quota.get(c.key, 0) * ratio)) if target else math.inf
+           for c in run_cells}
+    rows: list[dict] = list(previous)
+    done = {r["index"] for r in rows}
+    accepted = {c.key: 0 for c in run_cells}
+    tried = {c.key: 0 for c in run_cells}
+    for r in rows:
+        tried[_cell_key(r)] = tried.get(_cell_key(r), 0) + 1
+        if r["status"] == "accepted":
+            accepted[_cell_key(r)] = accepted.get(_cell_key(r), 0) + 1
     own_farm = farm is None
     farm = make_farm(config) if own_farm else farm
-    the_roles = make_roles(config)
-    rows: list[dict] = []
     lock = threading.Lock()
     manifest = work / "manifest.jsonl"
-    manifest.write_text("")
     start = time.perf_counter()
+    stopped, code, endpoint_fails = "", 0, 0
+    pending: dict[cf.Future, str] = {}
+    slots = mix.plan(run_cells)
+    pool = cf.ThreadPoolExecutor(max_workers=config.parallel_candidates)
+    from tqdm.auto import tqdm
+    bar = tqdm(total=config.num_candidates, initial=len(rows), desc="envgen",
+               disable=not progress, unit="task")
+
+    def launchable(key: str) -> bool:
+        busy = sum(1 for k in pending.values() if k == key)
+        if tried.get(key, 0) + busy >= cap[key]:
+            return False
+        return not target or accepted.get(key, 0) + busy < quota.get(key, 0)
+
+    def next_slot():
+        if not any(launchable(c.key) for c in run_cells):
+            return None
+        for index, cell, seed_id, seed_dna in slots:
+            if index not in done and launchable(cell.key):
+                return index, cell, seed_id, seed_dna
+        return None
+
     try:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=config.num_candidates, desc="envgen", disable=not progress, unit="task")
-        with cf.ThreadPoolExecutor(max_workers=config.parallel_candidates) as pool:
-            pending: set[cf.Future] = set()
-            next_index = 0
-
-            def enough() -> bool:
-                accepted = sum(r["status"] == "accepted" for r in rows)
-                return bool(config.target_accepted) and accepted >= config.target_accepted
-
-            while next_index < config.num_candidates or pending:
-                while (next_index < config.num_candidates and len(pending) < config.parallel_candidates
-                       and not enough()):
-                    seed_id, seed_dna = seeds[next_index % len(seeds)]
-                    pending.add(pool.submit(build_candidate, next_index, seed_id, seed_dna, config,
-                                            the_roles, farm, work))
-                    next_index += 1
-                if not pending:
+        while True:
+            while not stopped and len(pending) < config.parallel_candidates \
+                    and len(rows) + len(pending) < config.num_candidates:
+                slot = next_slot()
+                if slot is None:
                     break
-                done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                for fut in done:
-                    row = fut.result()
-                    with lock:
-                        rows.append(row)
-                        with manifest.open("a") as f:
-                            f.write(json.dumps(row, sort_keys=True) + "\n")
-                    bar.update(1)
-                    bar.set_postfix(accepted=sum(r["status"] == "accepted" for r in rows))
-        bar.close()
+                index, cell, seed_id, seed_dna = slot
+                done.add(index)
+                pending[pool.submit(build_candidate, index, seed_id, seed_dna, config,
+                                    the_roles, farm, work)] = cell.key
+            if not pending:
+                break
+            finished, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
+            for fut in finished:
+                key = pending.pop(fut)
+                row = fut.result()
+                with lock:
+                    rows.append(row)
+                    tried[key] = tried.get(key, 0) + 1
+                    if row["status"] == "accepted":
+                        accepted[key] = accepted.get(key, 0) + 1
+                    with manifest.open("a") as f:
+                        f.write(json.dumps(row, sort_keys=True) + "\n")
+                bar.update(1)
+                bar.set_postfix(accepted=sum(accepted.values()))
+                endpoint_fails = endpoint_fails + 1 if row.get("llm_endpoint_failed") else 0
+                if endpoint_fails >= int(config.llm.get("max_endpoint_failures", 2)) and not stopped:
+                    stopped, code = (f"the LLM endpoint failed {endpoint_fails} candidates in a "
+                                     f"row ({row['details'][0][:200]})"), 1
+    except KeyboardInterrupt:
+        stopped, code = (f"interrupted; {len(pending)} candidate(s) in flight were dropped "
+                         "(rerun the same command to resume)"), 130
+        pool.shutdown(wait=False, cancel_futures=True)
     finally:
+        bar.close()
         if own_farm:
             farm.close()
+        if code == 130:  # in-flight candidates die with the farm; wait briefly, keep none
+            cf.wait(list(pending), timeout=30)
+        pool.shutdown(wait=code != 130, cancel_futures=True)
         shutil.rmtree(work / "staging", ignore_errors=True)
     elapsed = time.perf_counter() - start
-    rows.sort(key=lambda r: r["index"])
-    manifest.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    accepted = [r["task_id"] for r in rows if r["status"] == "accepted"]
-    (work / "split.json").write_text(dumps_json(split_ids(accepted, config.validation_fraction, config.seed)))
-    summary = summarize(rows, elapsed)
+    runstate.write_manifest(manifest, rows)
+    accepted_ids = sorted(r["task_id"] for r in rows if r["status"] == "accepted")
+    (work / "split.json").write_text(dumps_json(split_ids(accepted_ids, config.validation_fraction,
+                                                          config.seed)))
+    summary = summarize(sorted(rows, key=lambda r: r["index"]), elapsed, run_cells,
+                        float(config.verify.span_sd), stopped)
     (work / "summary.json").write_text(dumps_json(summary))
     printer(format_summary(summary))
+    if code:
+        raise _fail(stopped, code)
     return summary

@@ -124,9 +124,13 @@ class RefResult:
     score: float | None
     wall_s: float
     error: str = ""
+    shortcut: bool = False
+    # The submission aligned to the answers (for the noise bootstrap); not serialised.
+    prediction: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "prediction"}
 
 
 def grading_spec(generated: Any, metric: str, metric_kwargs: Mapping[str, Any] | None = None) -> dict:
@@ -172,10 +176,11 @@ class MLDeveloper:
         return synth.generate(dna, seed, scale)
 
     def solutions(self, dna: Any) -> list:
+        """The reference solutions, cut to `max_solutions` spread over the tiers (the
+        shortcut baselines always stay)."""
         from sandmle.envgen import solutions
-        sols = solutions.reference_solutions(dna)
-        limit = self.config.get("max_solutions", 0)
-        return list(sols)[:limit] if limit else list(sols)
+        return solutions.spread(solutions.reference_solutions(dna),
+                                int(self.config.get("max_solutions", 0) or 0))
 
     def run_leaderboard(self, public_dir: Path, generated: Any, spec: Mapping[str, Any],
                         solutions: Sequence[Any], scratch: Path) -> list[RefResult]:
@@ -199,19 +204,28 @@ class MLDeveloper:
             for i, res in zip(again, self.farm.map([dataclasses.replace(jobs[i], job_id=f"{jobs[i].job_id}r")
                                                    for i in again])):
                 results[i] = res
+        from sandmle.tasks import grading
+        from sandmle.tasks.submission import aligned_arrays
         answers = staged_answers(generated, spec, scratch / "private")
         out = []
+        self.y_true = None
         for sol, workdir, res in zip(solutions, dirs, results):
-            score, error = None, ""
+            score, error, pred = None, "", None
             if res.status == "ok":
                 try:
-                    score = score_file(workdir / "submission.csv", answers, spec)
+                    path = workdir / "submission.csv"
+                    if not path.is_file():
+                        raise FileNotFoundError("no submission.csv")
+                    sub = grading.read_table(path, spec)
+                    score = score_submission(sub, answers, spec)
+                    self.y_true, pred = aligned_arrays(sub, answers, spec)
                 except Exception as e:  # noqa: BLE001 - an invalid submission is a data point
                     error = f"{type(e).__name__}: {e}"[:300]
             else:
                 error = (f"{res.error}: " if getattr(res, "error", None) else "") + (res.stderr or "")[-300:]
             out.append(RefResult(sol.name, sol.tier, res.status if not error or res.status != "ok"
-                                 else "invalid", score, round(float(res.wall_s), 3), error))
+                                 else "invalid", score, round(float(res.wall_s), 3), error,
+                                 bool(getattr(sol, "shortcut", False)), pred))
         return out
 
 
@@ -298,7 +312,7 @@ class MLOpsEngineer:
     rules via sandmle.tasks.grading.medal_thresholds) and the sample submission's score."""
 
     def build_grading(self, dna: Any, spec: Mapping[str, Any], references: Sequence[RefResult],
-                      sample_score: float) -> dict:
+                      sample_score: float, noise: Mapping[str, Any] | None = None) -> dict:
         from sandmle.tasks import grading
         metric = spec["metric"]
         lower = spec_lower(spec)
@@ -316,9 +330,10 @@ class MLOpsEngineer:
             "labels": None if spec.get("labels") is None else list(spec["labels"]),
             "thresholds": {k: thresholds[k] for k in ("gold", "silver", "bronze", "median")},
             "leaderboard": [float(s) for s in scores],
-            "reference_solutions": [{"name": r.name, "tier": r.tier, "score": r.score}
-                                    for r in references],
+            "reference_solutions": [{"name": r.name, "tier": r.tier, "score": r.score,
+                                     "shortcut": r.shortcut} for r in references],
             "sample_submission_score": float(sample_score),
+            "noise": dict(noise or {}),
         }
 
 

@@ -23,14 +23,17 @@ INPUT = "input"
 # ---------------------------------------------------------------------------------------
 # featurisers: (train_df, test_df, cfg) -> (X_train, X_test), dense or scipy sparse
 # ---------------------------------------------------------------------------------------
+# Columns holding paths of per-row media files (images/<id>.png, texts/<id>.txt, ...).
+MEDIA_COLUMNS = ("image", "audio", "text_file", "series_file")
+
+
 def _input_columns(cfg, df):
-    skip = {cfg["id"], "class"} | set(cfg["train_targets"])
+    skip = {cfg["id"], "class"} | set(cfg["train_targets"]) | set(MEDIA_COLUMNS)
     return [c for c in df.columns if c not in skip]
 
 
 def feat_tabular(tr, te, cfg, level="main"):
-    cols = [c for c in _input_columns(cfg, tr)
-            if c != "text" and not (c.startswith("t_") or c.startswith("st_"))]
+    cols = [c for c in _input_columns(cfg, tr) if c != "text" and not c.startswith("t_")]
     both = pd.concat([tr[cols], te[cols]], axis=0, ignore_index=True)
     num = [c for c in cols if pd.api.types.is_numeric_dtype(both[c])]
     cat = [c for c in cols if c not in num]
@@ -57,9 +60,19 @@ def feat_tabular(tr, te, cfg, level="main"):
     return x[:len(tr)], x[len(tr):]
 
 
+def _texts(df):
+    """The text of each row: the `text` column, or the files named in `text_file`."""
+    if "text" in df.columns:
+        return df["text"].fillna("").astype(str)
+    out = []
+    for rel in df["text_file"]:
+        with open(os.path.join(INPUT, rel), encoding="utf-8") as f:
+            out.append(f.read().strip())
+    return pd.Series(out, index=df.index)
+
+
 def feat_text(tr, te, cfg, level="main"):
-    a = tr["text"].fillna("").astype(str)
-    b = te["text"].fillna("").astype(str)
+    a, b = _texts(tr), _texts(te)
     if level == "weak":
         f = lambda s: np.c_[s.str.len(), s.str.count(" "), s.str.count("!")].astype(float)
         return f(a), f(b)
@@ -170,9 +183,22 @@ def feat_graph(tr, te, cfg, level="main"):
     return out[:len(tr)], out[len(tr):]
 
 
+def series_matrix(df, prefix="t_"):
+    """(rows, steps): the t_* columns, or the series files named in `series_file`."""
+    if "series_file" in df.columns:
+        rows = []
+        for rel in df["series_file"]:  # step,value per line; a blank value is missing
+            with open(os.path.join(INPUT, rel)) as f:
+                lines = f.read().split()[1:]
+            rows.append([float(v) if v else np.nan for v in (ln.split(",")[1] for ln in lines)])
+        x = pd.DataFrame(np.array(rows, dtype=float))
+    else:
+        x = df[[c for c in df.columns if c.startswith(prefix)]].astype(float)
+    return x.interpolate(axis=1, limit_direction="both").fillna(0).to_numpy()
+
+
 def series_features(df, prefix, level):
-    cols = [c for c in df.columns if c.startswith(prefix)]
-    x = df[cols].astype(float).interpolate(axis=1, limit_direction="both").fillna(0).to_numpy()
+    x = series_matrix(df, prefix)
     if level == "weak":
         return np.c_[x[:, -1], x.mean(1)]
     if level == "alt":
@@ -184,8 +210,7 @@ def series_features(df, prefix, level):
 
 
 def feat_timeseries(tr, te, cfg, level="main"):
-    prefix = "st_" if any(c.startswith("st_") for c in tr.columns) else "t_"
-    return series_features(tr, prefix, level), series_features(te, prefix, level)
+    return series_features(tr, "t_", level), series_features(te, "t_", level)
 
 
 FEATURIZERS = {"tabular": feat_tabular, "text": feat_text, "image": feat_image,
@@ -283,12 +308,41 @@ def _clip_probs(p, eps=1e-3):
     return p / p.sum(1, keepdims=True)
 
 
+def id_keys(ids):
+    """A number per id (hex ids read as numbers, else their last digits), for the
+    nearest-id shortcut: it scores well only when ids carry order."""
+    import re
+    out = []
+    for s in map(str, ids):
+        try:
+            out.append(float(int(s, 16)))
+        except ValueError:
+            digits = re.findall(r"\d+", s)
+            out.append(float(digits[-1]) if digits else float(sum(map(ord, s))))
+    return np.array(out)
+
+
+def nearest_id(tr, te, cfg):
+    """Index into train of the row whose id is nearest each test id."""
+    a, b = id_keys(tr[cfg["id"]]), id_keys(te[cfg["id"]])
+    order = np.argsort(a, kind="stable")
+    pos = np.clip(np.searchsorted(a[order], b), 1, len(a) - 1)
+    left, right = order[pos - 1], order[pos]
+    return np.where(np.abs(b - a[left]) <= np.abs(a[right] - b), left, right)
+
+
 def predict(cfg, tr, te):
     """The prediction in canonical form: class probabilities or target values."""
     sol, ls, labels = cfg["solution"], cfg["label_structure"], cfg["labels"]
     kind, rng = sol["kind"], np.random.default_rng(0)
     targets = cfg["train_targets"]
     n = len(te)
+    if kind == "id_nn":
+        near = nearest_id(tr, te, cfg)
+        if ls in ("binary", "multiclass", "ordinal"):
+            y = tr[targets[0]].tolist()
+            return np.eye(len(labels))[[labels.index(y[i]) for i in near]]
+        return tr[targets].to_numpy(float)[near]
     if ls in ("binary", "multiclass", "ordinal"):
         y = tr[targets[0]].tolist()
         prior = np.array([y.count(c) for c in labels], float) / len(y)
@@ -303,7 +357,10 @@ def predict(cfg, tr, te):
             v = values(sol["model"], sol["dense"], xtr, np.array(y, float), xte)
             idx = np.clip(np.round(v), 0, len(labels) - 1).astype(int)
             return np.eye(len(labels))[idx]
-        return class_probs(sol["model"], sol["dense"], xtr, y, xte, labels)
+        p = class_probs(sol["model"], sol["dense"], xtr, y, xte, labels)
+        if cfg["metric"] == "log_loss":  # shrink towards the prior: one overconfident
+            p = 0.75 * p + 0.25 * prior    # miss costs more than many small gains
+        return p
     if ls == "multilabel":
         y = tr[targets].to_numpy()
         if kind == "prior":

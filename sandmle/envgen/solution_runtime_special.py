@@ -24,58 +24,119 @@ INPUT = "input"
 # ---------------------------------------------------------------------------------------
 # token normalisation: learn the spelling tables from training pairs
 # ---------------------------------------------------------------------------------------
+_LETTERS = r"[A-ZА-ЯЁ]{2,}"
+
+
+def _plural_class(n):
+    if n % 10 == 1 and n % 100 != 11:
+        return "one"
+    if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
+        return "few"
+    return "many"
+
+
 class Speller:
-    """Number / letter / currency words learned from (before, after) training pairs."""
+    """Spoken forms learned from (before, after) training pairs: words for units, teens and
+    tens, the spoken form of each hundreds and thousands digit (one or two words, learned
+    whole), how years are read (in pairs, with an 'oh' word, or as cardinals), the currency
+    word for each number agreement class, and letter names."""
 
     def __init__(self, pairs, year_as_cardinal=False):
         self.units, self.teens, self.tens = {}, {}, {}
-        self.hundred = self.thousand = self.currency = None
+        self.hundreds, self.thousands = {}, {}
+        self.hundred_word = self.thousand_word = self.oh = None
+        self.currency = {}
         self.letters = {}
         self.year_as_cardinal = year_as_cardinal
+        self.years_in_pairs = None
+        numbers, years, money = [], [], []
         for before, after in pairs:
             words = after.split()
-            if re.fullmatch(r"\$\d+", before) and words:
-                self.currency = words[-1]
-                self._learn_number(int(before[1:]), words[:-1])
+            if not words:
+                continue
+            if re.fullmatch(r"\$\d+", before):
+                money.append((int(before[1:]), words))
             elif re.fullmatch(r"\d+", before):
                 n = int(before)
-                if len(before) == 4 and 1100 <= n < 2100 and len(words) >= 2 \
-                        and self.thousand not in words:
-                    self._learn_year(n, words)
-                else:
-                    self._learn_number(n, words)
-            elif re.fullmatch(r"[A-Z]{2,}", before) and len(words) == len(before):
+                (years if len(before) == 4 and 1100 <= n < 2100 else numbers).append((n, words))
+            elif re.fullmatch(_LETTERS, before) and len(words) == len(before):
                 for ch, w in zip(before, words):
                     self.letters[ch] = w
+        for _ in range(2):  # a second pass uses what the first one learned
+            for n, words in numbers:
+                self._learn_number(n, words)
+            for n, words in money:
+                self.currency[_plural_class(n)] = words[-1]
+                self._learn_number(n, words[:-1])
+        self._learn_years(years)
+
+    @staticmethod
+    def _rest_len(r):
+        if r == 0:
+            return 0
+        return 1 if r < 20 or r % 10 == 0 else 2
 
     def _learn_number(self, n, words):
         if n < 10 and len(words) == 1:
             self.units[n] = words[0]
         elif n < 20 and len(words) == 1:
             self.teens[n - 10] = words[0]
-        elif n < 100 and words:
+        elif n < 100 and len(words) == self._rest_len(n):
             self.tens[n // 10] = words[0]
-            if n % 10 and len(words) == 2:
+            if n % 10:
                 self.units[n % 10] = words[1]
-        elif n < 1000 and len(words) >= 2:
-            self.units[n // 100] = words[0]
-            self.hundred = words[1]
-        elif 1000 <= n < 10000 and len(words) >= 2 and n // 1000 < 10:
-            self.units[n // 1000] = words[0]
-            self.thousand = words[1]
+        elif 100 <= n < 1000:
+            head = len(words) - self._rest_len(n % 100)
+            if head >= 1:
+                self.hundreds[n // 100] = " ".join(words[:head])
+                if head == 2 and self.units.get(n // 100) == words[0]:
+                    self.hundred_word = words[1]
+        elif 1000 <= n < 10000:
+            h = (n // 100) % 10
+            known = 0 if h == 0 else (len(self.hundreds[h].split()) if h in self.hundreds else None)
+            if known is None:
+                return
+            head = len(words) - known - self._rest_len(n % 100)
+            if head >= 1:
+                self.thousands[n // 1000] = " ".join(words[:head])
+                if head == 2 and self.units.get(n // 1000) == words[0]:
+                    self.thousand_word = words[1]
 
-    def _learn_year(self, y, words):
-        hi, lo = y // 100, y % 100
-        if 10 <= hi < 20:
-            self.teens[hi - 10] = words[0]
-        if lo < 10 and len(words) == 2:
-            self.units[lo] = words[1]
-        elif 10 <= lo < 20 and len(words) == 2:
-            self.teens[lo - 10] = words[1]
-        elif lo >= 20 and len(words) >= 2:
-            self.tens[lo // 10] = words[1]
+    def _learn_years(self, years):
+        votes = 0
+        for y, words in years:
+            if " ".join(words) == self.cardinal(y, _ALL_PARTS):
+                votes -= 1
+                continue
+            hi, lo = divmod(y, 100)
+            if 10 <= hi < 20 and words:
+                self.teens[hi - 10] = words[0]
+            if lo == 0 and len(words) == 2:
+                self.hundred_word = self.hundred_word or words[1]
+            elif lo < 10 and len(words) == 3:
+                self.oh, self.units[lo] = words[1], words[2]
+            elif 10 <= lo < 20 and len(words) == 2:
+                self.teens[lo - 10] = words[1]
+            elif lo >= 20 and len(words) >= 2:
+                self.tens[lo // 10] = words[1]
+            votes += 1
+        self.years_in_pairs = votes > 0
 
-    def spell(self, n, parts):
+    def _hundreds(self, h):
+        if h in self.hundreds:
+            return self.hundreds[h]
+        if self.hundred_word and h in self.units:
+            return self.units[h] + " " + self.hundred_word
+        raise KeyError(h)
+
+    def _thousands(self, t):
+        if t in self.thousands:
+            return self.thousands[t]
+        if self.thousand_word and t in self.units:
+            return self.units[t] + " " + self.thousand_word
+        raise KeyError(t)
+
+    def cardinal(self, n, parts):
         """n in words, or None when a needed word is unknown or its part is disabled."""
         try:
             if n < 10:
@@ -85,36 +146,55 @@ class Speller:
             if n < 100:
                 if "tens" not in parts:
                     return None
-                rest = "" if n % 10 == 0 else " " + self.spell(n % 10, parts)
+                rest = "" if n % 10 == 0 else " " + self.units[n % 10]
                 return self.tens[n // 10] + rest
             if n < 1000:
-                if "hundred" not in parts or self.hundred is None:
+                if "hundred" not in parts:
                     return None
-                rest = "" if n % 100 == 0 else " " + self.spell(n % 100, parts)
-                return self.spell(n // 100, parts) + " " + self.hundred + rest
-            if "thousand" not in parts or self.thousand is None:
+                rest = "" if n % 100 == 0 else " " + self.cardinal(n % 100, parts)
+                return self._hundreds(n // 100) + rest
+            if "thousand" not in parts:
                 return None
-            rest = "" if n % 1000 == 0 else " " + self.spell(n % 1000, parts)
-            return self.spell(n // 1000, parts) + " " + self.thousand + rest
+            rest = "" if n % 1000 == 0 else " " + self.cardinal(n % 1000, parts)
+            return self._thousands(n // 1000) + rest
         except (KeyError, TypeError):
             return None
 
+    def year(self, y, parts):
+        if not self.years_in_pairs or self.year_as_cardinal or 2000 <= y <= 2009:
+            return self.cardinal(y, parts)
+        hi, lo = divmod(y, 100)
+        head = self.cardinal(hi, parts)
+        if head is None:
+            return None
+        if lo == 0:
+            return None if self.hundred_word is None else head + " " + self.hundred_word
+        if lo < 10:
+            unit = self.cardinal(lo, parts)
+            return None if self.oh is None or unit is None else f"{head} {self.oh} {unit}"
+        tail = self.cardinal(lo, parts)
+        return None if tail is None else head + " " + tail
+
     def normalise(self, tok, parts):
         if re.fullmatch(r"\$\d+", tok) and "money" in parts and self.currency:
-            s = self.spell(int(tok[1:]), parts)
-            return None if s is None else s + " " + self.currency
+            n = int(tok[1:])
+            s = self.cardinal(n, parts)
+            word = self.currency.get(_plural_class(n)) or \
+                Counter(self.currency.values()).most_common(1)[0][0]
+            return None if s is None else s + " " + word
         if re.fullmatch(r"\d+", tok):
             n = int(tok)
-            if len(tok) == 4 and 1100 <= n < 2100 and "year" in parts \
-                    and not self.year_as_cardinal:
-                a, b = self.spell(n // 100, parts), self.spell(n % 100, parts)
-                return None if a is None or b is None else a + " " + b
-            return self.spell(n, parts)
-        if re.fullmatch(r"[A-Z]{2,}", tok) and "letters" in parts:
+            if len(tok) == 4 and 1100 <= n < 2100 and "year" in parts:
+                return self.year(n, parts)
+            return self.cardinal(n, parts)
+        if re.fullmatch(_LETTERS, tok) and "letters" in parts:
             if all(c in self.letters for c in tok):
                 sep = "" if "letters_joined" in parts else " "
                 return sep.join(self.letters[c] for c in tok)
         return None
+
+
+_ALL_PARTS = {"units", "teens", "tens", "hundred", "thousand"}
 
 
 def normalise_tokens(cfg, tr, te):

@@ -34,11 +34,17 @@ class Solution:
     code: str
     tier: str
     heavy: bool = False
+    shortcut: bool = False
 
 
 # (name, tier, kind, features, model expression, needs dense input, heavy)
+# Shortcut baselines: besides every trivial one, these must not reach bronze, or the task
+# rewards a superficial trick (verify.check_noise).
+SHORTCUTS = {"weak-tree", "id-nn", "last-value", "drift", "history-mean", "identity", "memo"}
+
 _CLASSIFIERS = [
     ("prior", "trivial", "prior", None, None, False, False),
+    ("id-nn", "weak", "id_nn", None, None, False, False),
     ("random", "trivial", "random", None, None, False, False),
     ("majority", "trivial", "majority", None, None, False, False),
     ("weak-logreg", "weak", "model", "weak", "make_pipeline(StandardScaler(), "
@@ -76,7 +82,8 @@ _CLASSIFIERS = [
     ("svc-rbf", "strong", "model", "main", "make_pipeline(StandardScaler(with_mean=False), "
      "SVC(C=3.0, probability=True, random_state=0))", False, True),
     ("l1-logreg", "strong", "model", "main", "make_pipeline(StandardScaler(with_mean=False), "
-     "LogisticRegression(l1_ratio=1.0, solver='saga', C=0.5, max_iter=3000))", False, False),
+     "LogisticRegression(l1_ratio=1.0, solver='saga', C=0.5, max_iter=3000, "
+     "random_state=0))", False, False),
     ("soft-vote", "strong", "model", "main", "VotingClassifier([('lr', make_pipeline("
      "StandardScaler(), LogisticRegression(C=0.3, max_iter=3000))), ('rf', "
      "RandomForestClassifier(100, random_state=0)), ('hgb', HistGradientBoostingClassifier("
@@ -85,6 +92,7 @@ _CLASSIFIERS = [
 
 _REGRESSORS = [
     ("mean", "trivial", "mean", None, None, False, False),
+    ("id-nn", "weak", "id_nn", None, None, False, False),
     ("median", "trivial", "median", None, None, False, False),
     ("random-draw", "trivial", "random", None, None, False, False),
     ("weak-linear", "weak", "model", "weak", "LinearRegression()", True, False),
@@ -246,13 +254,15 @@ def reference_solutions(dna: TaskDNA) -> list[Solution]:
     if fam == "sequence":
         for name, tier, kind, parts, extra in _SEQUENCE:
             cfg = dict(base, solution={"kind": kind, "parts": parts, **extra})
-            out.append(Solution(name, _script(name, tier, cfg, True), tier))
+            out.append(Solution(name, _script(name, tier, cfg, True), tier,
+                                shortcut=_is_shortcut(name, tier)))
         return out
     if fam == "reconstruction":
         for name, tier, kind, radius, bg, model, heavy in _PIXEL:
             cfg = dict(base, solution={"kind": kind, "radius": radius, "background": bg,
                                        "model": model})
-            out.append(Solution(name, _script(name, tier, cfg, True), tier, heavy))
+            out.append(Solution(name, _script(name, tier, cfg, True), tier, heavy,
+                                _is_shortcut(name, tier)))
         return out
     if fam in ("regression", "forecasting"):
         table = list(_REGRESSORS) + (_FORECAST_EXTRA if fam == "forecasting" else [])
@@ -264,5 +274,32 @@ def reference_solutions(dna: TaskDNA) -> list[Solution]:
             feats = "single"
         cfg = dict(base, solution={"kind": kind, "features": feats, "model": model,
                                    "dense": needs_dense})
-        out.append(Solution(name, _script(name, tier, cfg, False), tier, heavy))
+        out.append(Solution(name, _script(name, tier, cfg, False), tier, heavy,
+                            _is_shortcut(name, tier)))
     return out
+
+
+def _is_shortcut(name: str, tier: str) -> bool:
+    return tier == "trivial" or name in SHORTCUTS
+
+
+def spread(solutions: list[Solution], k: int) -> list[Solution]:
+    """At most k solutions for a shorter leaderboard (0: all): the first trivial one and
+    every other shortcut (so the shortcut checks still run), then the rest spread evenly
+    from weak to strong, light scripts before heavy ones. Further trivial baselines are
+    dropped first: a short leaderboard padded with constants has its median at the sample
+    submission's level."""
+    if not k or k >= len(solutions):
+        return list(solutions)
+    trivial = [i for i, s in enumerate(solutions) if s.tier == "trivial"]
+    keep = trivial[:1] + [i for i, s in enumerate(solutions) if s.shortcut and s.tier != "trivial"]
+    keep = keep[:k]
+    # Heavy scripts (kernel SVMs, MLPs, classic boosting) are the first to go for speed.
+    rest = [i for i, s in enumerate(solutions) if i not in keep and s.tier != "trivial"]
+    light = [i for i in rest if not solutions[i].heavy]
+    rest = light if len(light) >= k - len(keep) else rest
+    room = k - len(keep)
+    if room > 0 and rest:
+        step = (len(rest) - 1) / (room - 1) if room > 1 else 0
+        keep += sorted({rest[round(j * step)] for j in range(room)} if room > 1 else {rest[-1]})
+    return [solutions[i] for i in sorted(set(keep))]

@@ -1,8 +1,9 @@
 """The procedural DataStrategist: mutate a seed DNA into a new task's DNA.
 
 A mutation keeps what makes the seed's structure (modality, task type, label structure,
-metric and direction) and changes everything else: a new domain from DOMAINS, a 50-200 row
-budget, a hidden rule drawn from the families, and adversarial pitfalls (noise, imbalance,
+metric and direction) and changes everything else: a new domain from the catalogue
+(`sandmle.envgen.domains`, one whose columns, classes and media fit the structure), a
+50-200 row training budget, a test set sized for a stable score (`test_size`), a hidden rule drawn from the families, and adversarial pitfalls (noise, imbalance,
 shift, distractors, missing values, outliers). Class counts and input sizes are brought to
 what a micro budget can support. Deterministic given (seed DNA, rng_seed).
 """
@@ -13,7 +14,8 @@ import hashlib
 
 import numpy as np
 
-from sandmle.envgen.dna import PITFALLS, RULE_FAMILIES, HiddenRule, TaskDNA
+from sandmle.envgen import domains
+from sandmle.envgen.dna import MAX_TEST_ROWS, PITFALLS, RULE_FAMILIES, HiddenRule, TaskDNA
 
 DOMAINS = (
     "coral reef survey", "wind turbine maintenance", "urban bike sharing", "exoplanet transits",
@@ -103,11 +105,10 @@ def mutate(seed_dna: TaskDNA, rng_seed: int) -> TaskDNA:
     """
     seed_dna.validate()
     rng = _rng(seed_dna, rng_seed)
-    domain = DOMAINS[int(rng.integers(0, len(DOMAINS)))]
+    domain_draw = rng.random()
     n_train = int(rng.integers(50, 201))
-    n_test = int(rng.integers(max(40, n_train // 2), n_train + 1))
     if seed_dna.task_type == "reconstruction":
-        n_train, n_test = int(rng.integers(50, 81)), int(rng.integers(20, 41))
+        n_train = int(rng.integers(50, 81))
     n_classes, n_targets = seed_dna.n_classes, seed_dna.n_targets
     if seed_dna.label_structure in ("multiclass", "ordinal"):
         cap = min(_MAX_CLASSES, max(3, n_train // 12))
@@ -138,7 +139,35 @@ def mutate(seed_dna: TaskDNA, rng_seed: int) -> TaskDNA:
                                                 0.05, 1.0), 3))
     tag = hashlib.sha256(f"{seed_dna.name}|{rng_seed}".encode()).hexdigest()[:8]
     dna = seed_dna.replace(
-        name=f"{seed_dna.name}--{tag}", n_train=n_train, n_test=n_test, n_classes=n_classes,
+        name=f"{seed_dna.name}--{tag}", n_train=n_train, n_classes=n_classes,
         n_targets=n_targets, input_shape=shape, pitfalls=dict(sorted(pitfalls.items())),
-        rule=rule, domain=domain, metric_kwargs=kwargs, source=seed_dna.name)
-    return dna.validate()
+        rule=rule, metric_kwargs=kwargs, source=seed_dna.name)
+    # A domain whose columns, classes and media fit this structure (the catalogue).
+    fitting = domains.candidates(dna)
+    domain = (fitting[int(domain_draw * len(fitting))].name if fitting
+              else DOMAINS[int(domain_draw * len(DOMAINS))])
+    dna = dna.replace(domain=domain)
+    return dna.replace(n_test=test_size(dna, rng)).validate()
+
+
+def test_size(dna: TaskDNA, rng: np.random.Generator) -> int:
+    """Test rows (images for reconstruction, sentences for sequence tasks) for a DNA.
+
+    The paper shrinks training data for speed; the test set decides how noisy a score is,
+    so it is sized for the reward: 2,500-4,000 rows for tables, text, graphs and series,
+    800-1,500 where every row is a file to read (image, audio, multimodal), up to 2x more when
+    the positive class of a binary task is rare (AUC and log loss over few positives are
+    noisy), capped at MAX_TEST_ROWS (2,500 for files).
+    """
+    if dna.task_type == "reconstruction":
+        return int(rng.integers(40, 81))     # 16x16 .. 32x32 pixels each: 10k-80k rows
+    if dna.task_type == "sequence":
+        return int(rng.integers(400, 801))   # about 9 tokens per sentence
+    # Every row a file to open (images, clips, texts and series of multimodal tasks).
+    files = dna.modality in ("image", "audio", "multimodal")
+    lo, hi, cap = (800, 1500, 2500) if files else (2500, 4000, MAX_TEST_ROWS)
+    n = int(rng.integers(lo, hi + 1))
+    if dna.label_structure == "binary":  # multi-label scores average over columns already
+        rate = 0.5 - 0.45 * dna.pitfalls.get("class_imbalance", 0.0)
+        n = int(n * min(2.0, max(1.0, 0.25 / rate)))
+    return int(min(cap, n))

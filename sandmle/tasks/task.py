@@ -5,6 +5,10 @@ Layout (DESIGN.md):
     <task_id>/public/   description.md, train.csv, test.csv, sample_submission.csv, media
     <task_id>/private/  answers.csv, grading.json, dna.json, provenance.json
 
+A generated task has all of these. An imported one (sandmle/tasks/mlebench.py) has no
+dna.json: it needs only description.md, sample_submission.csv, answers.csv and
+grading.json, and its train.csv / test.csv are checked when they are there.
+
 Saving is byte-deterministic: JSON with sorted keys and a fixed layout, CSV with a fixed
 float format and "\n" line ends, media written as the generator's bytes. Two saves of the
 same generated data give identical trees, which verification relies on.
@@ -26,6 +30,9 @@ import pandas as pd
 
 PUBLIC_FILES = ("description.md", "train.csv", "test.csv", "sample_submission.csv")
 PRIVATE_FILES = ("answers.csv", "grading.json", "dna.json", "provenance.json")
+# What a task without dna.json (an imported competition) must have.
+REQUIRED_PUBLIC = ("description.md", "sample_submission.csv")
+REQUIRED_PRIVATE = ("answers.csv", "grading.json")
 GRADING_FIELDS = {
     "metric": str,
     "metric_kwargs": dict,
@@ -217,12 +224,16 @@ def _read_json(path: Path) -> dict:
     return value
 
 
-def validate_grading(grading: Mapping[str, Any], where: str = "grading.json") -> None:
-    """Checks grading.json's fields and types; raises TaskError naming the first problem."""
+def validate_grading(grading: Mapping[str, Any], where: str = "grading.json",
+                     generated: bool = True) -> None:
+    """Checks grading.json's fields and types; raises TaskError naming the first problem.
+    An imported task may lack a sample submission score (None)."""
     for name, typ in GRADING_FIELDS.items():
         if name not in grading:
             raise TaskError(f"{where}: missing field {name!r}")
         value = grading[name]
+        if name == "sample_submission_score" and value is None and not generated:
+            continue
         if not isinstance(value, typ) or (isinstance(value, bool) and typ is not bool):
             raise TaskError(f"{where}: field {name!r} has type {type(grading[name]).__name__}")
     for key in THRESHOLD_KEYS:
@@ -243,31 +254,39 @@ def load_task(task_dir: str | os.PathLike) -> Task:
     root = Path(task_dir)
     if not root.is_dir():
         raise TaskError(f"{root}: no such task directory")
-    for sub, names in (("public", PUBLIC_FILES), ("private", PRIVATE_FILES)):
+    generated = (root / "private" / "dna.json").is_file()
+    required = ((("public", PUBLIC_FILES), ("private", PRIVATE_FILES)) if generated
+                else (("public", REQUIRED_PUBLIC), ("private", REQUIRED_PRIVATE)))
+    for sub, names in required:
         for name in names:
             if not (root / sub / name).is_file():
                 raise TaskError(f"{root}: missing {sub}/{name}")
     grading = _read_json(root / "private" / "grading.json")
-    validate_grading(grading, f"{root}/private/grading.json")
+    validate_grading(grading, f"{root}/private/grading.json", generated)
     from sandmle.tasks.spec import GradingSpecError, check_spec
     try:  # the grader's own checks: known metric, direction, kwargs, thresholds
         check_spec(grading, full=True, where=f"{root}/private/grading.json")
     except GradingSpecError as e:
         raise TaskError(str(e)) from None
-    provenance = _read_json(root / "private" / "provenance.json")
-    for name in PROVENANCE_FIELDS:
+    prov_path = root / "private" / "provenance.json"
+    provenance = _read_json(prov_path) if prov_path.is_file() else {}
+    for name in PROVENANCE_FIELDS if generated else ():
         if name not in provenance:
             raise TaskError(f"{root}/private/provenance.json: missing field {name!r}")
-    dna = _read_json(root / "private" / "dna.json")
+    dna = _read_json(root / "private" / "dna.json") if generated else {}
     description = (root / "public" / "description.md").read_text(encoding="utf-8")
     if not description.strip():
         raise TaskError(f"{root}/public/description.md is empty")
     task = Task(root=root, grading=grading, dna=dna, provenance=provenance, description=description)
 
     idc, targets = grading["id_column"], grading["target_columns"]
-    frames = {"public/train.csv": task.train(), "public/test.csv": task.test(),
-              "public/sample_submission.csv": task.sample_submission(),
+    frames = {"public/sample_submission.csv": task.sample_submission(),
               "private/answers.csv": task.answers()}
+    for name in ("train", "test"):
+        path = root / "public" / f"{name}.csv"
+        # An imported competition's train/test may be keyed differently (or absent).
+        if generated or (path.is_file() and idc in read_csv(path).columns):
+            frames[f"public/{name}.csv"] = read_csv(path, idc)
     for name, df in frames.items():
         if name != "public/train.csv" and grading["submission_kind"] == "long":
             continue  # long submissions hold several rows per id
@@ -280,17 +299,20 @@ def load_task(task_dir: str | os.PathLike) -> Task:
         missing = [c for c in targets if c not in frames[name].columns]
         if missing and grading["submission_kind"] != "long":
             raise TaskError(f"{root}/{name}: lacks target columns {missing}")
-    test_ids = set(frames["public/test.csv"][idc])
+    key = "public/test.csv" if "public/test.csv" in frames else "public/sample_submission.csv"
+    test_ids = set(frames[key][idc])
     for name in ("public/sample_submission.csv", "private/answers.csv"):
         ids = set(frames[name][idc])
-        if ids != test_ids:
+        if name != key and ids != test_ids:
             extra, lost = sorted(ids - test_ids)[:3], sorted(test_ids - ids)[:3]
-            raise TaskError(f"{root}/{name}: ids differ from test.csv (extra {extra}, missing {lost})")
-    if set(frames["public/train.csv"][idc]) & test_ids:
+            raise TaskError(f"{root}/{name}: ids differ from {key.split('/')[1]} "
+                            f"(extra {extra}, missing {lost})")
+    if "public/train.csv" in frames and set(frames["public/train.csv"][idc]) & test_ids:
         raise TaskError(f"{root}: train.csv and test.csv share ids")
-    leaked = [c for c in targets if c in frames["public/test.csv"].columns]
-    if leaked:
-        raise TaskError(f"{root}/public/test.csv: contains target columns {leaked}")
+    if "public/test.csv" in frames:
+        leaked = [c for c in targets if c in frames["public/test.csv"].columns]
+        if leaked:
+            raise TaskError(f"{root}/public/test.csv: contains target columns {leaked}")
     return task
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from sandmle.envgen import domains
 from sandmle.envgen.dna import TaskDNA
 from sandmle.envgen.synth.core import (GENERATOR_VERSION, GeneratedData, grading_spec,
                                        make_ids, make_labels, sample_latents,
@@ -73,7 +74,8 @@ def _generate_rule_task(dna: TaskDNA, seed: int, n_train: int, n_test: int) -> G
     feats, media, notes = render(dict(dna.input_shape), dict(dna.pitfalls),
                                  np.vstack([z_tr, z_te]),
                                  stream(dna, seed, f"params-{dna.modality}"),
-                                 stream(dna, seed, f"render-{dna.modality}"), ids=ids)
+                                 stream(dna, seed, f"render-{dna.modality}"), ids=ids,
+                                 domain=domains.for_dna(dna))
     tr_t, ans_t = target_frames(dna, seed, lab)
     return assemble(dna, seed, ids, feats, tr_t, ans_t, media, notes)
 

@@ -61,11 +61,15 @@ def render_signals(z: np.ndarray, length: int, sample_rate: int, distract: float
 
 
 def render(shape: Mapping[str, Any], pitfalls: Mapping[str, float], z: np.ndarray,
-           prng: np.random.Generator, rng: np.random.Generator, ids: list[str] | None = None
-           ) -> tuple[pd.DataFrame, dict[str, bytes], dict[str, Any]]:
-    """Renders audio/<id>.wav for every row; the table holds ids only."""
+           prng: np.random.Generator, rng: np.random.Generator, ids: list[str] | None = None,
+           domain: Any = None) -> tuple[pd.DataFrame, dict[str, bytes], dict[str, Any]]:
+    """Renders audio/<id>.wav for every row; the table's `audio` column names the file."""
     length, sr = int(shape.get("signal_length", 2000)), int(shape.get("sample_rate", 2000))
     sigs = render_signals(z, length, sr, pitfalls.get("distractor_features", 0.0), prng, rng)
     media = {f"audio/{i}.wav": wav_bytes(s, sr) for i, s in zip(ids, sigs)}
-    notes = {"media": {"audio/<id>.wav": f"mono 16-bit WAV, {sr} Hz, {length} samples"}}
-    return pd.DataFrame(index=range(len(z))), media, notes
+    seconds = f"{length / sr:g}"
+    what = (domain.item.format(seconds=seconds, rate=sr) if domain is not None and domain.item
+            else f"a {seconds}-second mono clip, {sr} Hz")
+    notes = {"media": {"audio/<id>.wav": f"{what}; 16-bit PCM WAV, {length} samples, one per row"},
+             "columns": {"audio": f"path of the row's clip under the data folder ({what})"}}
+    return pd.DataFrame({"audio": [f"audio/{i}.wav" for i in ids]}), media, notes

@@ -15,10 +15,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sandmle.envgen import domains
 from sandmle.envgen.dna import TaskDNA
+from sandmle.envgen.synth.rule import REF_ROWS, HiddenRuleFn  # noqa: F401 (re-exported)
 
 GENERATOR_VERSION = "synth-1"
-_REF_ROWS = 4000
+_REF_ROWS = REF_ROWS
 _PROB_METRICS = {"roc_auc", "mean_columnwise_roc_auc", "log_loss"}
 
 
@@ -93,9 +95,25 @@ class TargetLayout:
     labels: tuple | None               # class labels (None for values / text)
 
 
-def class_names(n: int) -> list[str]:
-    """Neutral class names, order-free (no hint of the rule)."""
+def class_names(n: int, dna: TaskDNA | None = None) -> list[str]:
+    """Class names: the domain's (e.g. gearbox, blade, ...) when the DNA has a catalogue
+    domain with enough of them, else neutral, order-free names (no hint of the rule)."""
+    spec = domains.target_spec(dna) if dna is not None else None
+    if spec and len(spec.get("classes", ())) >= n:
+        return list(spec["classes"][:n])
     return [f"class_{i:02d}" if n > 10 else f"class_{chr(ord('a') + i)}" for i in range(n)]
+
+
+def _names(dna: TaskDNA, neutral: list[str]) -> list[str]:
+    """Target column names from the DNA's domain (`name` or `names`), else `neutral`."""
+    spec = domains.target_spec(dna)
+    if not spec:
+        return neutral
+    if "names" in spec:
+        return list(spec["names"][:len(neutral)])
+    if dna.task_type == "forecasting" and len(neutral) > 1:
+        return [f"{spec['name']}_h{i + 1}" for i in range(len(neutral))]
+    return [spec["name"]]
 
 
 def target_layout(dna: TaskDNA) -> TargetLayout:
@@ -106,30 +124,34 @@ def target_layout(dna: TaskDNA) -> TargetLayout:
     if dna.task_type == "sequence":
         return TargetLayout("id", ("after",), ("after",), "text", None)
     if dna.task_type == "forecasting":
-        cols = tuple(f"h_{i + 1}" for i in range(dna.n_targets)) if dna.n_targets > 1 \
-            else ("target",)
+        cols = tuple(_names(dna, [f"h_{i + 1}" for i in range(dna.n_targets)]
+                            if dna.n_targets > 1 else ["target"]))
         return TargetLayout("id", cols, cols, "value", None)
     if dna.task_type == "ranking":
-        return TargetLayout("id", ("label",), ("label",), "ranking", tuple(class_names(
-            dna.n_classes)))
+        col = tuple(_names(dna, ["label"]))
+        return TargetLayout("id", col, col, "ranking", tuple(class_names(dna.n_classes, dna)))
     if ls == "binary":
         kind = "probability" if metric in _PROB_METRICS else "label"
-        return TargetLayout("id", ("target",), ("target",), kind, (0, 1))
+        col = tuple(_names(dna, ["target"]))
+        return TargetLayout("id", col, col, kind, (0, 1))
     if ls == "multiclass":
-        names = tuple(class_names(dna.n_classes))
+        names = tuple(class_names(dna.n_classes, dna))
+        col = tuple(_names(dna, ["label"]))
         if metric in _PROB_METRICS:
-            return TargetLayout("id", ("label",), names, "probability", names)
-        return TargetLayout("id", ("label",), ("label",), "label", names)
+            return TargetLayout("id", col, names, "probability", names)
+        return TargetLayout("id", col, col, "label", names)
     if ls == "ordinal":
-        return TargetLayout("id", ("label",), ("label",), "label", tuple(range(dna.n_classes)))
+        col = tuple(_names(dna, ["label"]))
+        return TargetLayout("id", col, col, "label", tuple(range(dna.n_classes)))
     if ls == "multilabel":
-        cols = tuple(f"label_{i:02d}" for i in range(dna.n_targets))
+        cols = tuple(_names(dna, [f"label_{i:02d}" for i in range(dna.n_targets)]))
         kind = "probability" if metric in _PROB_METRICS else "label"
         return TargetLayout("id", cols, cols, kind, (0, 1))
     if ls == "multitarget":
-        cols = tuple(f"target_{i}" for i in range(dna.n_targets))
+        cols = tuple(_names(dna, [f"target_{i}" for i in range(dna.n_targets)]))
         return TargetLayout("id", cols, cols, "value", None)
-    return TargetLayout("id", ("target",), ("target",), "value", None)
+    return TargetLayout("id", tuple(_names(dna, ["target"])), tuple(_names(dna, ["target"])),
+                        "value", None)
 
 
 def grading_spec(dna: TaskDNA) -> dict[str, Any]:
@@ -140,69 +162,6 @@ def grading_spec(dna: TaskDNA) -> dict[str, Any]:
             "labels": list(lay.labels) if lay.labels is not None else None,
             "metric": dna.metric, "is_lower_better": dna.is_lower_better,
             "metric_kwargs": dict(dna.metric_kwargs)}
-
-
-# ---------------------------------------------------------------------------------------
-# the hidden rule
-# ---------------------------------------------------------------------------------------
-class HiddenRuleFn:
-    """f: R^d -> R^m of a family, standardised on a reference sample of latents."""
-
-    def __init__(self, family: str, d: int, m: int, rng: np.random.Generator):
-        self.family, self.d, self.m = family, d, m
-        self.W = self._sparse(rng, d, m)
-        self.W2 = self._sparse(rng, d, m)
-        self.pairs = rng.integers(0, d, size=(m, 3, 2))
-        self.pair_w = rng.normal(0, 1, size=(m, 3))
-        self.trees = [(rng.integers(0, d, 2), rng.normal(0, 0.8, 2), rng.normal(0, 1, 4))
-                      for _ in range(6 * m)]
-        self.phase = rng.uniform(0, 2 * np.pi, m)
-        self.protos = rng.normal(0, 1.1, size=(m, d))
-        self.g_kind = rng.integers(0, 5, size=d)
-        self.mu = np.zeros(m)
-        self.sd = np.ones(m)
-        ref = rng.normal(size=(_REF_ROWS, d))
-        raw = self._raw(ref)
-        self.mu, self.sd = raw.mean(0), raw.std(0) + 1e-9
-
-    @staticmethod
-    def _sparse(rng, d, m):
-        w = rng.normal(0, 1, size=(d, m))
-        keep = rng.random((d, m)) < max(0.35, 3.0 / d)
-        keep[rng.integers(0, d, m), np.arange(m)] = True
-        return w * keep
-
-    def _raw(self, z: np.ndarray) -> np.ndarray:
-        f = self.family
-        if f == "linear":
-            return z @ self.W
-        if f == "interaction":
-            out = 0.5 * (z @ self.W)
-            for k in range(self.m):
-                for (a, b), w in zip(self.pairs[k], self.pair_w[k]):
-                    out[:, k] += w * z[:, a] * z[:, b]
-            return out
-        if f == "threshold":
-            out = np.zeros((len(z), self.m))
-            for t, (dims, cuts, leaves) in enumerate(self.trees):
-                left = (z[:, dims[0]] > cuts[0]).astype(int)
-                right = (z[:, dims[1]] > cuts[1]).astype(int)
-                out[:, t % self.m] += leaves[2 * left + right]
-            return out
-        if f == "periodic":
-            return np.sin(1.3 * (z @ self.W) + self.phase) + 0.3 * (z @ self.W2)
-        if f == "prototype":
-            d2 = ((z[:, None, :] - self.protos[None]) ** 2).sum(-1)
-            return -d2
-        if f == "additive":
-            g = np.stack([np.tanh(2 * z), z ** 2 - 1, np.abs(z) - 0.8, np.sin(2 * z),
-                          np.maximum(z, 0) - 0.4], 0)
-            gz = g[self.g_kind, :, np.arange(self.d)].T  # (n, d)
-            return gz @ self.W
-        raise ValueError(f"unknown rule family {f!r}")
-
-    def __call__(self, z: np.ndarray) -> np.ndarray:
-        return (self._raw(z) - self.mu) / self.sd
 
 
 def output_width(dna: TaskDNA) -> int:
@@ -332,10 +291,10 @@ def value_targets(dna: TaskDNA, scores: np.ndarray, train: bool, seed: int) -> n
     else:
         y = offset + offset * spread * scores
     sev = dna.pitfalls.get("outliers", 0.0)
-    if sev and train:  # heavy-tailed corruption of a few training targets
+    if sev and train:  # data-entry errors: a few training targets 1.5-3x too large
         rng = stream(dna, seed, "target_outliers")
-        hit = rng.random(y.shape) < 0.05 * sev
-        y = np.where(hit, y * rng.uniform(3.0, 8.0, y.shape), y)
+        hit = rng.random(y.shape) < 0.03 * sev
+        y = np.where(hit, y * rng.uniform(1.5, 3.0, y.shape), y)
     return np.round(y, 5)
 
 
@@ -351,16 +310,15 @@ def target_frames(dna: TaskDNA, seed: int, lab: Labelled) -> tuple[pd.DataFrame,
     if ls == "multilabel":
         return (pd.DataFrame(lab.y_train, columns=list(lay.train_columns)),
                 pd.DataFrame(lab.y_test, columns=list(lay.answer_columns)))
-    if ls == "binary":
-        return (pd.DataFrame({"target": lab.y_train}), pd.DataFrame({"target": lab.y_test}))
-    if ls == "ordinal":
-        return (pd.DataFrame({"label": lab.y_train}), pd.DataFrame({"label": lab.y_test}))
-    names = np.array(class_names(dna.n_classes))
-    tr = pd.DataFrame({"label": names[lab.y_train]})
+    col = lay.train_columns[0]
+    if ls in ("binary", "ordinal"):
+        return (pd.DataFrame({col: lab.y_train}), pd.DataFrame({col: lab.y_test}))
+    names = np.array(class_names(dna.n_classes, dna))
+    tr = pd.DataFrame({col: names[lab.y_train]})
     if lay.submission_kind == "probability":
         onehot = np.eye(dna.n_classes, dtype=int)[lab.y_test]
         return tr, pd.DataFrame(onehot, columns=list(names))
-    return tr, pd.DataFrame({"label": names[lab.y_test]})
+    return tr, pd.DataFrame({col: names[lab.y_test]})
 
 
 def sample_submission(dna: TaskDNA, train_targets: pd.DataFrame, ids: list[str]
@@ -371,11 +329,11 @@ def sample_submission(dna: TaskDNA, train_targets: pd.DataFrame, ids: list[str]
     cols: dict[str, list] = {lay.id_column: list(ids)}
     kind = lay.submission_kind
     if kind == "ranking":
-        counts = train_targets["label"].value_counts()
+        counts = train_targets[lay.train_columns[0]].value_counts()
         order = sorted(lay.labels, key=lambda c: (-counts.get(c, 0), c))
-        cols["label"] = [" ".join(order[:dna.metric_kwargs["k"]])] * n
+        cols[lay.answer_columns[0]] = [" ".join(order[:dna.metric_kwargs["k"]])] * n
     elif dna.label_structure == "multiclass" and kind == "probability":
-        freq = train_targets["label"].value_counts(normalize=True)
+        freq = train_targets[lay.train_columns[0]].value_counts(normalize=True)
         probs = np.array([freq.get(c, 0.0) for c in lay.labels]) + 1e-3
         probs = np.round(probs / probs.sum(), 6)
         probs[-1] = round(1.0 - probs[:-1].sum(), 6)

@@ -18,8 +18,8 @@ _CANDIDATES = 40
 
 
 def render(shape: Mapping[str, Any], pitfalls: Mapping[str, float], z: np.ndarray,
-           prng: np.random.Generator, rng: np.random.Generator, ids: list[str] | None = None
-           ) -> tuple[pd.DataFrame, dict[str, bytes], dict[str, Any]]:
+           prng: np.random.Generator, rng: np.random.Generator, ids: list[str] | None = None,
+           domain: Any = None) -> tuple[pd.DataFrame, dict[str, bytes], dict[str, Any]]:
     """Renders node features (f_*) and graph/edges.csv (source,target by node id)."""
     n, d = z.shape
     k_feat = int(shape.get("node_features", 8))
@@ -56,14 +56,27 @@ def render(shape: Mapping[str, Any], pitfalls: Mapping[str, float], z: np.ndarra
     edges = pd.DataFrame({"source": ids_arr[pairs[:, 0]], "target": ids_arr[pairs[:, 1]]})
     buf = io.StringIO()
     edges.to_csv(buf, index=False, lineterminator="\n")
-    frame = pd.DataFrame(np.round(feats[:, :k_feat], 4),
-                         columns=[f"f_{i:02d}" for i in range(k_feat)])
+    if domain is not None:  # the domain's node attributes, laid out in their own units
+        from sandmle.envgen import domains
+        from sandmle.envgen.synth.tabular import realise
+        from sandmle.envgen.synth.tabular import coarse
+        named = sorted(domains.numeric_features(domain, k_feat), key=lambda f: coarse(f.kind))
+        frame = pd.DataFrame({f.name: realise(f.kind, feats[:, i] / (feats[:, i].std() + 1e-9))
+                              for i, f in enumerate(named)})
+        columns = {f.name: f.meaning for f in named}
+    else:
+        frame = pd.DataFrame(np.round(feats[:, :k_feat], 4),
+                             columns=[f"f_{i:02d}" for i in range(k_feat)])
+        columns = {c: "node attribute" for c in frame.columns}
     sev_mv = pitfalls.get("missing_values", 0.0)
     if sev_mv and k_feat:
         values = frame.to_numpy(copy=True)
         values[rng.random(values.shape) < 0.2 * sev_mv] = np.nan
         frame = pd.DataFrame(values, columns=frame.columns)
-    notes = {"media": {"graph/edges.csv": f"undirected edge list (source,target node ids), "
-                       f"{len(edges)} edges over {n} nodes; train and test nodes share the "
-                       "graph"}}
+    edge = domain.edge if domain is not None and domain.edge else "link"
+    notes = {"media": {"graph/edges.csv": f"undirected edge list with columns `source` and "
+                       f"`target` (node ids, the `id` values of train.csv and test.csv), "
+                       f"{len(edges)} edges over {n} nodes; an edge is a {edge}; train and "
+                       "test nodes share one graph"},
+             "columns": columns}
     return frame, {"graph/edges.csv": buf.getvalue().encode()}, notes

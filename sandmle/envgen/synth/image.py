@@ -93,13 +93,16 @@ def png_bytes(arr: np.ndarray) -> bytes:
 
 
 def render(shape: Mapping[str, Any], pitfalls: Mapping[str, float], z: np.ndarray,
-           prng: np.random.Generator, rng: np.random.Generator, ids: list[str] | None = None
-           ) -> tuple[pd.DataFrame, dict[str, bytes], dict[str, Any]]:
-    """Renders images/<id>.png for every row; the table holds ids only."""
+           prng: np.random.Generator, rng: np.random.Generator, ids: list[str] | None = None,
+           domain: Any = None) -> tuple[pd.DataFrame, dict[str, bytes], dict[str, Any]]:
+    """Renders images/<id>.png for every row; the table's `image` column names the file."""
     size, channels = int(shape.get("image_size", 32)), int(shape.get("channels", 3))
     arrays = render_arrays(z, size, channels, pitfalls.get("distractor_features", 0.0),
                            prng, rng)
     media = {f"images/{i}.png": png_bytes(a) for i, a in zip(ids, arrays)}
-    notes = {"media": {"images/<id>.png": f"{size}x{size} "
-                       f"{'RGB' if channels == 3 else 'grayscale'} PNG per row"}}
-    return pd.DataFrame(index=range(len(z))), media, notes
+    colour = "RGB" if channels == 3 else "grayscale"
+    what = (domain.item.format(size=size, colour=colour) if domain is not None and domain.item
+            else f"a {size}x{size} {colour} image")
+    notes = {"media": {"images/<id>.png": f"{what}, one PNG per row"},
+             "columns": {"image": f"path of the row's image under the data folder ({what})"}}
+    return pd.DataFrame({"image": [f"images/{i}.png" for i in ids]}), media, notes

@@ -1,11 +1,12 @@
-"""Token sequence normalisation in a generated language.
+"""Token sequence normalisation in English or Russian.
 
-Sentences mix plain words (kept as they are), punctuation, numbers, years, letter
-abbreviations and amounts of money; the target spells the non-plain tokens out in the
-generated language (number words, a hundred word, a currency word, letter names) — the
-structure of text normalisation tasks. Rows are tokens: id "<sentence>_<token>",
-sentence_id, token_id, before (and in train: class, after). n_train / n_test count
-sentences.
+Sentences mix plain words (kept as they are; common words of the language from
+`wordfreq`), punctuation, numbers, years, letter abbreviations and amounts of money; the
+target is the spoken form (`language.Speaker`: "1987" -> "nineteen eighty seven",
+"$12" -> "twelve dollars", "NBC" -> "n b c"; Russian cardinals, "долларов" agreement,
+letter names) — the structure of the text normalisation competitions. Rows are tokens:
+id "<sentence>_<token>", sentence_id, token_id, before (and in train: class, after).
+n_train / n_test count sentences.
 """
 
 from __future__ import annotations
@@ -14,42 +15,19 @@ import numpy as np
 import pandas as pd
 
 from sandmle.envgen.dna import TaskDNA
-from sandmle.envgen.synth import core
-from sandmle.envgen.synth.text import make_vocabulary
+from sandmle.envgen.synth import core, language
 
 
 class Language:
-    """A generated lexicon with spelling-out rules."""
+    """Plain words of a language and the spoken forms of special tokens."""
 
     def __init__(self, prng: np.random.Generator, vocab_size: int, alphabet: str):
-        words = make_vocabulary(prng, vocab_size + 40, alphabet)
-        self.units = words[:10]          # 0..9
-        self.teens = words[10:20]        # 10..19
-        self.tens = [""] + [""] + words[20:28]  # 20..90 at index 2..9
-        self.hundred, self.thousand, self.currency = words[28], words[29], words[30]
-        self.letters = {c: words[31 + i % 9] + ("" if i < 9 else str(i // 9))
-                        for i, c in enumerate("ABCDEFGHKLMNPRSTUVXZ")}
-        self.plain = words[40:]
-
-    def spell(self, n: int) -> str:
-        """A number 0..9999 in words."""
-        if n < 10:
-            return self.units[n]
-        if n < 20:
-            return self.teens[n - 10]
-        if n < 100:
-            return self.tens[n // 10] + ("" if n % 10 == 0 else " " + self.units[n % 10])
-        if n < 1000:
-            rest = n % 100
-            head = self.units[n // 100] + " " + self.hundred
-            return head + ("" if rest == 0 else " " + self.spell(rest))
-        rest = n % 1000
-        head = self.spell(n // 1000) + " " + self.thousand
-        return head + ("" if rest == 0 else " " + self.spell(rest))
-
-    def year(self, y: int) -> str:
-        """Years are read as two pairs of digits."""
-        return self.spell(y // 100) + " " + self.spell(y % 100)
+        lang = language.LANGUAGES.get(alphabet, "en")
+        self.speaker = language.Speaker(lang)
+        words = list(language.common_words(lang, 3000))
+        self.plain = [words[i] for i in sorted(prng.choice(len(words), size=min(
+            len(words), max(60, vocab_size)), replace=False))]
+        self.capitals = list(self.speaker.letters)
 
     def token(self, rng: np.random.Generator, p_special: float) -> tuple[str, str, str]:
         """(before, after, class) of one random token."""
@@ -59,18 +37,17 @@ class Language:
         kind = int(rng.integers(0, 5))
         if kind == 0:
             n = int(rng.integers(0, 1000)) if rng.random() < 0.8 else int(rng.integers(0, 10000))
-            return str(n), self.spell(n), "CARDINAL"
+            return str(n), self.speaker.cardinal(n), "CARDINAL"
         if kind == 1:
             y = int(rng.integers(1100, 2100))
-            return str(y), self.year(y), "DATE"
+            return str(y), self.speaker.year(y), "DATE"
         if kind == 2:
             k = int(rng.integers(2, 4))
-            letters = list(self.letters)
-            chosen = [letters[int(i)] for i in rng.integers(0, len(letters), k)]
-            return "".join(chosen), " ".join(self.letters[c] for c in chosen), "LETTERS"
+            chosen = "".join(self.capitals[int(i)] for i in rng.integers(0, len(self.capitals), k))
+            return chosen, self.speaker.abbreviation(chosen), "LETTERS"
         if kind == 3:
             n = int(rng.integers(1, 500))
-            return f"${n}", self.spell(n) + " " + self.currency, "MONEY"
+            return f"${n}", self.speaker.money(n), "MONEY"
         p = "," if rng.random() < 0.5 else "-"
         return p, p, "PUNCT"
 

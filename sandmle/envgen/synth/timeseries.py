@@ -51,13 +51,30 @@ def simulate(z: np.ndarray, length: int, prng: np.random.Generator, rng: np.rand
 
 
 def render(shape: Mapping[str, Any], pitfalls: Mapping[str, float], z: np.ndarray,
-           prng: np.random.Generator, rng: np.random.Generator, ids: list[str] | None = None
-           ) -> tuple[pd.DataFrame, dict[str, bytes], dict[str, Any]]:
+           prng: np.random.Generator, rng: np.random.Generator, ids: list[str] | None = None,
+           domain: Any = None) -> tuple[pd.DataFrame, dict[str, bytes], dict[str, Any]]:
     """Renders series as columns t_000..t_{L-1} (one series per row)."""
     length = int(shape.get("series_length", 64))
     x = simulate(z, length, prng, rng)
     frame = _frame(x, pitfalls, rng)
-    return frame, {}, {"columns": {"t_000..": f"series of {length} steps, oldest first"}}
+    return frame, {}, {"series": series_note(domain, length)}
+
+
+def series_note(domain: Any, length: int, horizon: int = 0) -> dict[str, Any]:
+    """What the t_* columns hold, for the description writer."""
+    info = dict(domain.series) if domain is not None and domain.series else {}
+    return {"length": length, "horizon": horizon, "step": info.get("step", "time step"),
+            "value": info.get("value", "reading"), "unit": info.get("unit", "")}
+
+
+def series_files(x: np.ndarray, ids: list[str]) -> dict[str, bytes]:
+    """One CSV per series (columns step, value) under series/<id>.csv."""
+    out = {}
+    for i, row in zip(ids, x):
+        lines = ["step,value"] + [f"{t},{'' if np.isnan(v) else f'{v:.4f}'}"
+                                  for t, v in enumerate(row)]
+        out[f"series/{i}.csv"] = ("\n".join(lines) + "\n").encode()
+    return out
 
 
 def _frame(x: np.ndarray, pitfalls: Mapping[str, float], rng: np.random.Generator
@@ -98,7 +115,7 @@ def generate_forecasting(dna: TaskDNA, seed: int, n_train: int, n_test: int
     if sev_ln:
         fut_train = np.round(fut_train + rng.normal(0, sev_ln * fut.std(), fut_train.shape), 4)
     ids = core.make_ids(core.stream(dna, seed, "ids"), n_train + n_test)
-    notes = {"columns": {"t_000..": f"history of {length} steps, oldest first",
-                         "targets": f"the next {horizon} values: {cols}"}}
+    from sandmle.envgen import domains
+    notes = {"series": series_note(domains.for_dna(dna), length, horizon)}
     return assemble(dna, seed, ids, feats, pd.DataFrame(fut_train, columns=cols),
                     pd.DataFrame(fut[n_train:], columns=cols), {}, notes)
