@@ -24,6 +24,7 @@ INSTALL_REQUIRES = [
     "matplotlib>=3.9,<4",
     "psutil>=6,<8",
     "jinja2>=3.1.6,<4",
+    "pyseccomp>=0.1.2,<0.2",  # the sandbox's syscall filter (ctypes over libseccomp2)
 ]
 
 EXTRAS = {

@@ -25,9 +25,11 @@ def _needs_root_isolation(farm):
 
 
 def job_procs(farm) -> list[int]:
-    """Processes still running as a job uid, or children of a worker."""
-    workers = {p for p in farm.stats()["worker_pids"] if p}
-    uids = {u for u in farm.stats()["worker_uids"] if u is not None}
+    """Processes still running as a trajectory uid, or children of a worker but its zygote."""
+    stats = farm.stats()
+    workers = {p for p in stats["worker_pids"] if p}
+    zygotes = {p for p in stats["zygote_pids"] if p}
+    uids = set(stats["trajectory_uids"].values())
     left = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -39,7 +41,7 @@ def job_procs(farm) -> list[int]:
             continue
         uid = int(st["Uid"].split()[0])
         ppid = int(st["PPid"].strip())
-        if uid in uids or ppid in workers:
+        if uid in uids or (ppid in workers and int(name) not in zygotes):
             try:
                 with open(f"/proc/{ppid}/status") as f:
                     parent = f.read().split("\n")[:9]

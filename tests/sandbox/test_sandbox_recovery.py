@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import pathlib
-import shutil
-import tempfile
 import signal
 import threading
 import time
@@ -18,10 +15,11 @@ from sandmle.sandbox import Job, SandboxFarm, isolation
 
 def test_dead_worker_is_replaced_and_its_job_reported(tmp_path):
     with SandboxFarm(farm_config(num_workers=1)) as farm:
-        pid, uid = farm.stats()["worker_pids"][0], farm.stats()["worker_uids"][0]
+        pid = farm.stats()["worker_pids"][0]
         fut = farm.submit(Job(workdir=str(tmp_path / "wd"),
                               code="import time\nprint('started', flush=True)\ntime.sleep(30)"))
         time.sleep(0.5)  # let the job start
+        uid = farm.stats()["trajectory_uids"].get(str(tmp_path / "wd"), -1)
         os.kill(pid, signal.SIGKILL)
         r = fut.result(timeout=60)
         assert r.status == "crashed" and "died" in r.error and "replaced" in r.error, r
@@ -112,17 +110,6 @@ def test_strict_mode_runs_isolated_here(tmp_path):
                             code="import os; print(os.getuid() != 0, sum(p.isdigit() for p in os.listdir('/proc')) < 5)")).result()
         # Not root, and a /proc that shows only the job's own processes.
         assert r.status == "ok" and r.stdout == "True True\n", r
-
-
-def test_expose_plan_covers_untraversable_ancestors():
-    base = tempfile.mkdtemp()
-    os.chmod(base, 0o755)
-    locked = pathlib.Path(base) / "locked"
-    (locked / "py" / "lib").mkdir(parents=True)
-    locked.chmod(0o700)
-    plan = isolation.expose_plan([str(locked / "py"), str(locked / "py" / "lib"), "/usr"])
-    assert plan == [(str(locked), [str(locked / "py")])]
-    shutil.rmtree(base)
 
 
 def test_userns_path_isolates(tmp_path):
