@@ -103,6 +103,10 @@ def prctl(option: int, arg: int) -> None:
     _check(_libc.prctl(option, arg, 0, 0, 0), f"prctl({option})")
 
 
+def prctl_ptr(option: int, arg2: int, ptr: int) -> None:
+    _check(_libc.prctl(option, arg2, ptr, 0, 0), f"prctl({option})")
+
+
 def set_subreaper() -> None:
     """Orphans of jobs (and jobs handed over by the zygote) become our children."""
     prctl(PR_SET_CHILD_SUBREAPER, 1)

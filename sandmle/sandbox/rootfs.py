@@ -8,9 +8,13 @@ trajectory's workdir as a size- and inode-limited tmpfs filled from the host
 copy (treecopy.py). Nothing else of the host exists in it: no other task or
 trajectory, no /run, no sockets, no home directories, no /sys.
 
-The construction follows bubblewrap's recipe: a scratch tmpfs becomes the root
-with the host's root moved to /oldroot, every source is bound from there into
-/newroot, then /newroot becomes the root and the host's is detached.
+It is built in two steps, like bubblewrap's recipe split in time: a template
+process makes the mount namespace and everything job-independent before any
+job exists (`prepare`, under a private tmpfs laid over /sys, which nothing is
+ever bound from); the job's process adds its workdir, inputs, /tmp and covers,
+then makes the new root "/" and detaches the host's (`enter`). A template made
+before a host mount changed would see stale sources: `enter` checks each job
+source's device and inode against what the worker saw and refuses (StaleTemplate).
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ ETC_ENTRIES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezo
                "alternatives", "nsswitch.conf", "mime.types", "fonts", "ssl/certs",
                "os-release", "host.conf", "gai.conf", "protocols", "services")
 DEVICES = ("null", "zero", "full", "random", "urandom")
-BASE = "/tmp"  # where the scratch root is mounted before the first pivot
+HOLD = "/sys"  # hidden under a tmpfs in the job's namespace; the new root is built in it
+NEW = HOLD + "/newroot"
+OLD = "/.oldroot"  # where the host's root goes at the pivot, before it is detached
 TMP_INODES = 16384  # empty files cost no blocks, but each inode costs kernel memory
-NEW, OLD = "/newroot", "/oldroot"
 
 _ATIME_FLAGS = {"nosuid": iso.MS_NOSUID, "nodev": iso.MS_NODEV, "noexec": iso.MS_NOEXEC,
                 "noatime": iso.MS_NOATIME, "nodiratime": iso.MS_NODIRATIME,
@@ -42,6 +47,10 @@ _ATIME_FLAGS = {"nosuid": iso.MS_NOSUID, "nodev": iso.MS_NODEV, "noexec": iso.MS
 
 class QuotaExceeded(RuntimeError):
     """The trajectory's workdir holds more than its quota (reported as a job error)."""
+
+
+class StaleTemplate(RuntimeError):
+    """A job source is not what the worker saw: the template predates a host mount."""
 
 
 def _outermost(paths: list[str]) -> list[str]:
@@ -89,8 +98,15 @@ def make_plan(expose: list[str]) -> dict[str, Any]:
             etc.append(path)
     extra = [p for p in _outermost(python_trees() + list(expose))
              if not any(p == b or p.startswith(b + "/") for b in binds)]
+    for p in extra:
+        if _under(p, HOLD):
+            raise iso.IsolationError(f"{p} cannot be exposed to jobs: it is under {HOLD}")
     return {"links": links, "binds": binds, "etc": etc, "extra": extra,
             "devices": [d for d in DEVICES if os.path.exists("/dev/" + d)]}
+
+
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
 
 
 def _options(mountinfo_line: str) -> tuple[str, set[str]]:
@@ -136,74 +152,84 @@ def _identity_files(uid: int, workdir: str) -> dict[str, str]:
     }
 
 
-def build(plan: dict[str, Any], job: dict[str, Any], mode: str, job_uid: int,
-          owner: tuple[int, int] | None) -> int:
-    """Builds the job's root and enters it (cwd = workdir); returns an fd on the workdir tmpfs.
+def _remount_all_ro(top: str, keep: set[str]) -> None:
+    """Read-only: every mount at or under `top` (submounts of recursive binds too) but `keep`."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point, opts = _options(line)
+            if _under(point, top) and point not in keep and "ro" not in opts:
+                _remount_ro(point, opts, iso.MS_NOSUID | iso.MS_NODEV)
 
-    Must run as (namespace) root in a fresh mount namespace. `job_uid` is the
-    uid the job will run as (for /etc/passwd); `owner` the uid/gid that gets
-    the workdir's files (root mode), None to keep ours (userns mode).
+
+def prepare(plan: dict[str, Any], mode: str) -> None:
+    """Template: a new mount namespace holding everything of the root but the job's own.
+
+    Runs as (namespace) root before any job exists; the job's process inherits it.
     """
-    workdir, limits = job["workdir"], job["limits"]
+    iso.unshare(iso.CLONE_NEWNS)
     iso.mount(None, "/", None, iso.MS_REC | iso.MS_PRIVATE)
-    iso.mount("tmpfs", BASE, "tmpfs", iso.MS_NOSUID | iso.MS_NODEV, "size=64k,mode=0755")
-    for d in (NEW, OLD):
-        os.mkdir(BASE + d)
-    iso.mount("sandmle-root", BASE + NEW, "tmpfs", iso.MS_NOSUID | iso.MS_NODEV,
+    iso.mount("sandmle-hold", HOLD, "tmpfs", iso.MS_NOSUID | iso.MS_NODEV | iso.MS_NOEXEC,
+              "size=64k,mode=0700")
+    os.mkdir(NEW)
+    iso.mount("sandmle-root", NEW, "tmpfs", iso.MS_NOSUID | iso.MS_NODEV,
               "size=1m,nr_inodes=4096,mode=0755")
-    os.chdir(BASE)
-    iso.pivot_root(".", OLD.lstrip("/"))
-    os.chdir("/")
-    writable = {NEW + "/dev/" + d for d in plan["devices"]}
     for path, target in plan["links"]:
         os.makedirs(os.path.dirname(NEW + path), exist_ok=True)
         os.symlink(target, NEW + path)
-    binds = [(p, p) for p in plan["binds"]]
-    for path in plan["binds"]:
-        _bind(OLD + path, NEW + path)
-    for path in plan["etc"]:
-        _bind(OLD + path, NEW + path)
+    for path in plan["binds"] + plan["etc"] + plan["extra"]:
+        _bind(path, NEW + path)
     os.makedirs(NEW + "/etc", exist_ok=True)
+    _make_dev(plan)
+    for d in ("/tmp", "/proc", "/var"):
+        os.makedirs(NEW + d, exist_ok=True)
+    os.symlink("../tmp", NEW + "/var/tmp")
+    os.mkdir(NEW + OLD)
+    if mode == "root":  # (in 'userns' mode /proc is mounted by pid 1 of the job's namespace)
+        iso.mount("proc", NEW + "/proc", "proc", iso.MS_NOSUID | iso.MS_NODEV | iso.MS_NOEXEC,
+                  "hidepid=2")
+    _remount_all_ro(NEW, {NEW, NEW + "/proc"} | {NEW + "/dev/" + d for d in plan["devices"]})
+
+
+def enter(plan: dict[str, Any], job: dict[str, Any], mode: str, job_uid: int,
+          owner: tuple[int, int] | None) -> tuple[int, int]:
+    """Job: its own mounts, then the new root becomes "/" (cwd = workdir).
+
+    Returns (an fd on the workdir tmpfs, an fd on this mount namespace). `job_uid`
+    is the uid the job will run as (for /etc/passwd); `owner` the uid/gid that
+    gets the workdir's files (root mode), None to keep ours (userns mode).
+    """
+    workdir, limits = job["workdir"], job["limits"]
+    for path, (dev, ino) in job.get("sources", {}).items():
+        st = os.stat(path)
+        if (st.st_dev, st.st_ino) != (dev, ino):
+            raise StaleTemplate(f"{path} is not the directory the worker saw")
     for name, text in _identity_files(job_uid, workdir).items():
         with open(f"{NEW}/etc/{name}", "w") as f:
             f.write(text)
-    _make_dev(plan)
-    scratch = f"size={int(limits['tmp_bytes'])},nr_inodes={TMP_INODES},mode=1777"
-    os.mkdir(NEW + "/tmp")
-    iso.mount("sandmle-tmp", NEW + "/tmp", "tmpfs", iso.MS_NOSUID | iso.MS_NODEV, scratch)
-    writable |= {NEW + "/tmp", NEW + "/var/tmp", NEW + "/dev/shm"}
-    # The interpreter's trees and the workdir may live under /tmp: after the scratch /tmp.
-    for path in plan["extra"]:
-        _bind(OLD + path, NEW + path)
-        binds.append((path, path))
-    for alias in ("/var/tmp", "/dev/shm"):
-        _bind(NEW + "/tmp", NEW + alias, recursive=False)
+    iso.mount("sandmle-tmp", NEW + "/tmp", "tmpfs", iso.MS_NOSUID | iso.MS_NODEV,
+              f"size={int(limits['tmp_bytes'])},nr_inodes={TMP_INODES},mode=1777")
+    if mode == "userns":
+        iso.mount("proc", NEW + "/proc", "proc", iso.MS_NOSUID | iso.MS_NODEV | iso.MS_NOEXEC)
     wfd = _fill_workdir(job, owner)
-    writable.add(NEW + workdir)
+    binds = [(p, p) for p in plan["binds"] + plan["etc"] + plan["extra"]]
     for name, src in job["inputs"].items():
-        _bind(OLD + src, NEW + os.path.join(workdir, name))
-        binds.append((src, os.path.join(workdir, name)))
-    os.mkdir(NEW + "/proc")
-    iso.mount("proc", NEW + "/proc", "proc", iso.MS_NOSUID | iso.MS_NODEV | iso.MS_NOEXEC,
-              "hidepid=2" if mode == "root" else None)
-    writable.add(NEW + "/proc")
+        if _under(src, HOLD):
+            raise iso.IsolationError(f"input {name!r}: {src} is under {HOLD}")
+        target = os.path.join(workdir, name)
+        _bind(src, NEW + target)
+        _remount_all_ro(NEW + target, set())
+        binds.append((src, target))
     for hidden in job["hidden"]:  # hidden paths inside anything we bound stay covered
         for src, dst in binds:
-            if hidden == src or hidden.startswith(src.rstrip("/") + "/"):
-                _cover(NEW + dst + hidden[len(src):])
-    with open(OLD + "/proc/self/mountinfo") as f:
-        for line in f:
-            point, opts = _options(line)
-            if point.startswith(NEW + "/") and point not in writable and "ro" not in opts:
-                _remount_ro(point, opts, iso.MS_NOSUID | (0 if point == NEW + "/dev" else iso.MS_NODEV))
-    iso.umount(OLD)
-    os.chdir(NEW)
-    iso.pivot_root(".", ".")
-    iso.umount(".")
+            if _under(hidden, src):
+                _cover(NEW + dst + hidden[len(src.rstrip("/")):])
+    nsfd = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    iso.pivot_root(NEW, NEW + OLD)
     os.chdir("/")
+    iso.umount(OLD)
     iso.mount(None, "/", None, iso.MS_REMOUNT | iso.MS_BIND | iso.MS_RDONLY | iso.MS_NOSUID | iso.MS_NODEV)
     os.chdir(workdir)
-    return wfd
+    return wfd, nsfd
 
 
 def _make_dev(plan: dict[str, Any]) -> None:
@@ -211,11 +237,11 @@ def _make_dev(plan: dict[str, Any]) -> None:
     os.mkdir(dev)
     iso.mount("sandmle-dev", dev, "tmpfs", iso.MS_NOSUID, "size=64k,mode=0755")
     for name in plan["devices"]:
-        _bind(OLD + "/dev/" + name, f"{dev}/{name}", recursive=False)
+        _bind("/dev/" + name, f"{dev}/{name}", recursive=False)
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
+                         ("shm", "../tmp")):
         os.symlink(target, f"{dev}/{name}")
-    os.mkdir(dev + "/shm")
 
 
 def _fill_workdir(job: dict[str, Any], owner: tuple[int, int] | None) -> int:
@@ -229,7 +255,7 @@ def _fill_workdir(job: dict[str, Any], owner: tuple[int, int] | None) -> int:
     iso.mount("sandmle-workdir", dst, "tmpfs", iso.MS_NOSUID | iso.MS_NODEV,
               f"size={size},nr_inodes={inodes},mode=0700{ids}")
     wfd = os.open(dst, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    sfd = os.open(OLD + workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    sfd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         treecopy.mirror(sfd, wfd, owner=owner, skip_top=frozenset(job["inputs"]))
     except treecopy.QuotaError:

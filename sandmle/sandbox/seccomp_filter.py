@@ -9,15 +9,20 @@ kernel logs. Denied calls fail with EPERM; clone3 fails with ENOSYS so that
 libc falls back to clone, whose namespace flags can be checked.
 
 The filter is built once in the zygote with libseccomp (through pyseccomp) and
-loaded by each job after its privileges are dropped.
+compiled to BPF there; each job loads the compiled program after its
+privileges are dropped (one prctl, no per-job compilation).
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
-from typing import Any
+import os
 
 from sandmle.sandbox import isolation
+
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
 
 DENIED = (
     # kernel state shared outside the job
@@ -43,8 +48,25 @@ class SeccompUnavailable(RuntimeError):
     """pyseccomp or libseccomp is missing; the message says how to get it."""
 
 
-def build() -> Any:
-    """A pyseccomp SyscallFilter (allow by default, DENIED -> EPERM), not yet loaded."""
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class CompiledFilter:
+    """A BPF program ready for prctl(PR_SET_SECCOMP); load() needs no_new_privs set."""
+
+    def __init__(self, bpf: bytes):
+        if not bpf or len(bpf) % 8:
+            raise SeccompUnavailable(f"libseccomp exported a malformed program ({len(bpf)} bytes)")
+        self._buf = ctypes.create_string_buffer(bpf, len(bpf))
+        self._prog = _SockFprog(len(bpf) // 8, ctypes.addressof(self._buf))
+
+    def load(self) -> None:
+        isolation.prctl_ptr(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(self._prog))
+
+
+def build() -> CompiledFilter:
+    """The job filter (allow by default, DENIED -> EPERM), compiled to BPF."""
     try:
         import pyseccomp
     except (ImportError, RuntimeError) as e:
@@ -64,4 +86,8 @@ def build() -> Any:
         f.add_rule(pyseccomp.ERRNO(errno.ENOSYS), "clone3")
     except (OSError, ValueError, RuntimeError):
         pass
-    return f
+    fd = os.memfd_create("sandmle-seccomp", os.MFD_CLOEXEC)
+    with open(fd, "w+b") as out:
+        f.export_bpf(out)
+        out.seek(0)
+        return CompiledFilter(out.read())

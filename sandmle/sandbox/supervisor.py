@@ -40,7 +40,10 @@ class Supervisor:
         self.setup_ok = False
         self.setup_error: str | None = None
         self.quota_error: str | None = None
-        self.workdir_fd: int | None = None  # the job's workdir tmpfs, passed by C
+        self.stale = False  # the template predates a host mount change (rootfs.StaleTemplate)
+        # Passed by C: an fd on the job's workdir tmpfs, then one on its mount namespace
+        # (held so that tearing the namespace down waits until the Result is sent).
+        self.held_fds: list[int] = []
         self.reason: str | None = None  # why the farm stopped the job
         self.detail: str | None = None
         self.term_at: float | None = None
@@ -70,20 +73,27 @@ class Supervisor:
             return
         except OSError:
             msg, fds = b"", []
-        for fd in fds:
-            if self.workdir_fd is None:
-                self.workdir_fd = fd
-            else:
+        if self.held_fds:  # only the first message with descriptors counts
+            for fd in fds:
                 os.close(fd)
+        else:
+            self.held_fds = list(fds)
         if not msg:
             self.open.discard(self.setup.fileno())
             return
         if msg == b"ok":
             self.setup_ok = True
+        elif msg.startswith(b"stale:"):
+            self.stale = True
+            self.setup_error = msg[6:].decode("utf-8", "replace")
         elif msg.startswith(b"quota:"):
             self.quota_error = msg[6:].decode("utf-8", "replace")
         elif msg.startswith(b"setup:"):
             self.setup_error = msg[6:].decode("utf-8", "replace")
+
+    @property
+    def workdir_fd(self) -> int | None:
+        return self.held_fds[0] if self.held_fds else None
 
     def _read(self, fd: int) -> None:
         if fd == self.setup.fileno():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -29,6 +30,8 @@ from sandmle.sandbox.supervisor import Supervisor, classify
 
 START_TIMEOUT_S = 120.0
 SPAWN_TIMEOUT_S = 30.0
+RECYCLE_S = 60.0  # an idle template older than this is replaced (it pins old host mounts)
+STALE_RETRIES = 2
 
 
 class ZygoteError(RuntimeError):
@@ -36,12 +39,13 @@ class ZygoteError(RuntimeError):
 
 
 class ZygoteHandle:
-    """The zygote process of this worker and its control socket."""
+    """This worker's zygote: its process, its control socket and the template it offered."""
 
     def __init__(self, settings: dict[str, Any]):
         self.settings = settings
         self.proc: subprocess.Popen | None = None
         self.ctl: socket.socket | None = None
+        self.template: tuple[int, socket.socket, float] | None = None  # pid, socket, since
         self.start()
 
     @property
@@ -68,24 +72,67 @@ class ZygoteHandle:
             raise RuntimeError(f"sandbox zygote failed to start: {reply.get('error')}")
         ours.settimeout(SPAWN_TIMEOUT_S)
 
+    def _take_template(self) -> tuple[int, socket.socket, float]:
+        if self.template is not None:
+            held, self.template = self.template, None
+            return held
+        msg, fds, _, _ = socket.recv_fds(self.ctl, 64, 1)
+        if not msg or not fds:
+            raise OSError("the zygote closed its socket")
+        return int(msg), socket.socket(fileno=fds[0]), time.monotonic()
+
     def spawn(self, fds: list[int]) -> int:
         """A new job process, our child, holding `fds`; raises ZygoteError."""
         if self.proc is None or self.proc.poll() is not None:
             self.close()
             self.start()
         try:
-            socket.send_fds(self.ctl, [b"spawn"], fds)
-            reply = self.ctl.recv(256)
+            tpid, tsock, _ = self._take_template()
         except OSError as e:
             self.close()
             raise ZygoteError(f"the zygote stopped answering ({e}); it will be restarted") from None
+        try:
+            tfd = os.pidfd_open(tpid)
+            try:
+                tsock.settimeout(SPAWN_TIMEOUT_S)
+                socket.send_fds(tsock, [b"go"], fds)
+                reply = tsock.recv(256)
+                # Once the template has exited, the job's process is our child.
+                if not select.select([tfd], [], [], SPAWN_TIMEOUT_S)[0]:
+                    raise OSError("the template did not exit")
+            finally:
+                os.close(tfd)
+        except OSError as e:
+            raise ZygoteError(f"the job's template failed: {e}") from None
+        finally:
+            tsock.close()
         if not reply or reply.startswith(b"error"):
-            if not reply:
-                self.close()
-            raise ZygoteError((reply or b"the zygote died").decode("utf-8", "replace"))
+            raise ZygoteError((reply or b"the template died").decode("utf-8", "replace"))
         return int(reply)
 
+    def recycle(self, older_than_s: float) -> None:
+        """Drops a held template made more than `older_than_s` ago (the zygote makes another)."""
+        if self.template is None:
+            try:
+                self.ctl.setblocking(False)
+                self.template = self._take_template()
+            except OSError:
+                return
+            finally:
+                self.ctl.settimeout(SPAWN_TIMEOUT_S)
+        if time.monotonic() - self.template[2] >= older_than_s:
+            tpid, tsock, _ = self.template
+            self.template = None
+            try:
+                os.kill(tpid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            tsock.close()
+
     def close(self) -> None:
+        if self.template is not None:
+            self.template[1].close()
+            self.template = None
         if self.ctl is not None:
             self.ctl.close()
             self.ctl = None
@@ -109,6 +156,7 @@ class Worker:
         self.grace = float(settings.get("kill_grace_s", 1.0))
         self.mode = isolation.resolve(settings.get("isolation", "auto"))
         self.extra_hidden = [os.path.realpath(h) for h in settings.get("hidden", [])]
+        self.held_fds: list[int] = []  # the last job's tmpfs and namespace, closed after its reply
         self.zygote = ZygoteHandle({
             "mode": self.mode, "preimport": list(settings.get("preimport", [])),
             "threads_per_job": int(settings.get("threads_per_job", 1)),
@@ -132,13 +180,21 @@ class Worker:
             return Result(job["job_id"], "error", error=f"bad workdir: {e}", worker=self.slot)
         if uid is not None:  # whatever a dead worker may have left under this uid
             isolation.kill_uid(uid, keep=self.zygote.pid)
-        sv, wstatus, ru = self._execute(job)
-        if isinstance(sv, Result):
-            return sv
+        # The template checks these against its view: it may predate a host mount.
+        job["sources"] = {p: [os.stat(p).st_dev, os.stat(p).st_ino]
+                          for p in [wd] + list(job["inputs"].values())}
+        for _ in range(STALE_RETRIES + 1):
+            sv, wstatus, ru = self._execute(job)
+            if isinstance(sv, Result):
+                return sv
+            if not sv.stale:
+                break
+            self.zygote.recycle(0.0)  # and the next template is made after the change
+        self.held_fds = sv.held_fds
         wall = time.monotonic() - t0
         raw = sv.job_status(wstatus, self.mode == "userns")
         full = False
-        if sv.workdir_fd is not None:
+        if sv.workdir_fd is not None and sv.setup_ok:
             st = os.fstatvfs(sv.workdir_fd)
             full = st.f_bavail == 0 or st.f_favail == 0
         peak = ru.ru_maxrss * 1024
@@ -154,9 +210,6 @@ class Worker:
                     status = "output_limit"
         except OSError as e:
             notes.append(f"cannot update the workdir: {e}")
-        finally:
-            if sv.workdir_fd is not None:
-                os.close(sv.workdir_fd)
         if notes:
             error = "; ".join(([error] if error else []) + notes)
         return Result(job_id=job["job_id"], status=status, exit_code=code,
@@ -224,6 +277,12 @@ class Worker:
         setup.close()
         return sv, wstatus, ru
 
+    def release_held(self) -> None:
+        """Closes the last job's tmpfs and namespace fds (the kernel tears them down now)."""
+        for fd in self.held_fds:
+            os.close(fd)
+        self.held_fds = []
+
     def _copy_out(self, job: dict[str, Any], wfd: int, uid: int | None, full: bool,
                   notes: list[str]) -> list[str]:
         """Mirrors the job's tmpfs onto the host workdir; returns the files it changed."""
@@ -271,6 +330,22 @@ class Worker:
         return files
 
 
+def _lines(fd: int, worker: Worker):
+    """Lines from the farm; while idle, old templates are replaced."""
+    buf = b""
+    while True:
+        while b"\n" not in buf:
+            if not select.select([fd], [], [], RECYCLE_S)[0]:
+                worker.zygote.recycle(RECYCLE_S)
+                continue
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return
+            buf += chunk
+        line, buf = buf.split(b"\n", 1)
+        yield line.decode()
+
+
 def main(argv: list[str]) -> None:
     settings = json.loads(argv[1])
     n = str(int(settings.get("threads_per_job", 1)))
@@ -295,7 +370,7 @@ def main(argv: list[str]) -> None:
     try:
         send({"ready": True, "mode": worker.mode, "pid": os.getpid(), "slot": worker.slot,
               "zygote_pid": worker.zygote.pid})
-        for line in sys.stdin:
+        for line in _lines(sys.stdin.fileno(), worker):
             if not line.strip():
                 continue
             job = json.loads(line)
@@ -305,6 +380,7 @@ def main(argv: list[str]) -> None:
                 result = Result(job.get("job_id", "?"), "crashed", worker=worker.slot,
                                 error=f"worker error: {type(e).__name__}: {e}")
             send(result.to_wire())
+            worker.release_held()
     except BrokenPipeError:
         pass
     finally:

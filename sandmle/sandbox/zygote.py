@@ -3,16 +3,18 @@
 Started by a worker (W) as `python -m sandmle.sandbox.zygote <fd>` with a
 scrubbed environment, over a fresh exec (so neither the farm's environment nor
 anything W ever read is in its memory). It imports the heavy modules once, then
-serves "spawn" requests on the control socket <fd>. It never sees a job: a
-request carries only descriptors (the job's spec in a memfd, its output pipes,
-its setup socket), which it passes unread to a template M it forked earlier.
-M forks the job's process C and exits, so C is handed to W (a subreaper),
-which then supervises it; Z replies with C's pid and forks the next template.
+keeps one template ready: a fork M that has already made the job-independent
+namespaces and root (rootfs.prepare) and waits on a socket handed to W. Z
+never sees a job. W sends the job's descriptors (its spec in a memfd, its
+output pipes, its setup socket) straight to M, which forks the job's process C,
+replies with C's pid and exits, so C is adopted by W (a subreaper) and W
+supervises it. Z reaps M and forks the next template.
 
 Protocol on the SOCK_SEQPACKET control socket: W sends the settings as JSON;
-Z answers {"ready": true} (or {"ready": false, "error": ...}); then each
-message from W is b"spawn" with descriptors, each answer C's pid in ASCII or
-b"error: ...".
+Z answers {"ready": true} (or {"ready": false, "error": ...}); then Z sends,
+for each template, its pid in ASCII with the template's socket attached. On a
+template's socket W sends b"go" with the job's descriptors; M answers C's pid
+in ASCII or b"error: ...". W may kill a template it no longer wants.
 """
 
 from __future__ import annotations
@@ -44,19 +46,21 @@ class _Context:
 
 
 def _template_main(sock: socket.socket, ctx: _Context) -> NoReturn:
-    """Process M: job-independent namespaces now; on "go", fork the job and exit."""
+    """Process M: job-independent namespaces and root now; on "go", fork the job, exit."""
     error = None
     try:
         isolation.set_pdeathsig()
         isolation.prepare_template(ctx.mode)
-    except BaseException as e:  # noqa: BLE001 - reported by the job's setup channel
+        if ctx.plan is not None:
+            rootfs.prepare(ctx.plan, ctx.mode)
+    except BaseException as e:  # noqa: BLE001 - reported on the job's setup channel
         error = f"template: {type(e).__name__}: {e}"
     try:
         msg, fds, _, _ = socket.recv_fds(sock, 64, MAX_FDS)
     except OSError:
         os._exit(0)
     if not msg:
-        os._exit(0)
+        os._exit(0)  # W dropped us
     try:
         c = os.fork()
     except OSError as e:
@@ -69,49 +73,23 @@ def _template_main(sock: socket.socket, ctx: _Context) -> NoReturn:
     os._exit(0)
 
 
-class _Template:
-    """A pre-forked M waiting for its job's descriptors."""
-
-    def __init__(self, ctx: _Context):
+def serve(ctl: socket.socket, ctx: _Context) -> None:
+    """Keeps one template with W at a time, forever (W's death kills us)."""
+    while True:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             ours.close()
-            ctx.ctl.close()  # a template must not be able to talk to W
+            ctl.close()  # a template must not be able to talk to W but on its own socket
             _template_main(theirs, ctx)
         theirs.close()
-        self.pid, self.sock = pid, ours
-
-    def use(self, fds: list[int]) -> bytes:
         try:
-            socket.send_fds(self.sock, [b"go"], fds)
-            reply = self.sock.recv(256)
-        except OSError as e:
-            reply = f"error: template: {e}".encode()
-        try:
-            os.waitpid(self.pid, 0)  # once M is reaped, C's parent is W
-        except ChildProcessError:
-            pass
-        self.sock.close()
-        return reply or b"error: the template died"
-
-
-def serve(ctl: socket.socket, ctx: _Context) -> None:
-    template = _Template(ctx)
-    while True:
-        try:
-            msg, fds, _, _ = socket.recv_fds(ctl, 64, MAX_FDS)
+            socket.send_fds(ctl, [str(pid).encode()], [ours.fileno()])
         except OSError:
             return
-        if not msg:
-            return  # W is gone
-        try:
-            reply = template.use(fds)
         finally:
-            for fd in fds:
-                os.close(fd)
-        ctl.send(reply)
-        template = _Template(ctx)
+            ours.close()
+        os.waitpid(pid, 0)
 
 
 def main(argv: list[str]) -> None:
