@@ -132,3 +132,25 @@ def test_userns_path_isolates(tmp_path):
         assert r.status == "ok" and r.stdout == "hidden\nro\n2\n", r
         r = farm.submit(Job(workdir=str(tmp_path / "wd"), code="while True: pass", timeout_s=0.5)).result()
         assert r.status == "timeout"
+
+
+def test_template_made_before_a_host_mount_is_not_used(farm, tmp_path):
+    """Templates copy the host's mounts when made: a job whose input was mounted later
+    must not see the directory under it (the worker retries with a fresh template)."""
+    if farm.stats()["isolation"] != "root":
+        pytest.skip("mounting on the host needs root")
+    public = tmp_path / "public"
+    public.mkdir()
+    (public / "under.txt").write_text("under")
+    code = "import os\nprint(sorted(os.listdir('input')))"
+    job = Job(workdir=str(tmp_path / "wd"), code=code, inputs={"input": str(public)})
+    assert farm.submit(job).result().stdout == "['under.txt']\n"
+    time.sleep(0.2)  # the next templates exist now, with the old view
+    isolation.mount("tmpfs", str(public), "tmpfs", 0, "size=64k")
+    try:
+        (public / "mounted.txt").write_text("later")
+        r = farm.submit(Job(workdir=str(tmp_path / "wd"), code=code,
+                            inputs={"input": str(public)})).result()
+    finally:
+        isolation.umount(str(public))
+    assert r.status == "ok" and r.stdout == "['mounted.txt']\n", r
