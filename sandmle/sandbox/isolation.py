@@ -301,28 +301,23 @@ def reap_children(keep: int | None = None) -> bool:
             keep_died = True
 
 
-def kill_uid_scan(uid: int, rounds: int = 50) -> int:
-    """kill_uid for processes that may not set their uid (the farm, multi-threaded).
+def _processes():
+    """(pid, fields of /proc/<pid>/status) of every process we can see."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status") as f:
+                yield int(name), dict(line.split(":", 1) for line in f if ":" in line)
+        except (OSError, ValueError):
+            continue
 
-    Scans /proc for processes whose real uid is `uid` and SIGKILLs them until
-    none is left; returns how many were signalled. Used when a trajectory's
-    uid goes back to the pool, for what a dead worker could not clean up.
-    """
+
+def _kill_matching(match, reap: bool, rounds: int = 50) -> int:
+    """SIGKILLs every process `match(pid, fields)` accepts until none is left; how many."""
     sent = 0
     for _ in range(rounds):
-        found = []
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
-            try:
-                if os.stat(f"/proc/{name}").st_uid != uid:
-                    continue
-                with open(f"/proc/{name}/status") as f:
-                    fields = dict(line.split(":", 1) for line in f if ":" in line)
-            except (OSError, ValueError):
-                continue
-            if int(fields["Uid"].split()[0]) == uid and not fields["State"].strip().startswith("Z"):
-                found.append(int(name))
+        found = [pid for pid, fields in _processes() if match(pid, fields)]
         if not found:
             break
         for pid in found:
@@ -331,5 +326,27 @@ def kill_uid_scan(uid: int, rounds: int = 50) -> int:
                 sent += 1
             except ProcessLookupError:
                 pass
-        time.sleep(0.01)
+        for pid in found if reap else ():
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        if not reap:
+            time.sleep(0.01)
     return sent
+
+
+def kill_uid_scan(uid: int) -> int:
+    """kill_uid for processes that may not set their uid (the farm, multi-threaded).
+
+    Kills every live process whose real uid is `uid`; used when a trajectory's
+    uid goes back to the pool, for what a dead worker could not clean up.
+    """
+    return _kill_matching(lambda pid, f: int(f["Uid"].split()[0]) == uid
+                          and not f["State"].strip().startswith("Z"), reap=False)
+
+
+def sweep_orphans(keep: set[int]) -> int:
+    """Kills and reaps processes re-parented to us (a subreaper) but `keep`; how many."""
+    me = os.getpid()
+    return _kill_matching(lambda pid, f: int(f["PPid"]) == me and pid not in keep, reap=True)

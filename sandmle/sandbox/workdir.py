@@ -9,7 +9,6 @@ can only sum what it finds there.
 from __future__ import annotations
 
 import os
-import signal
 from typing import Any
 
 
@@ -98,35 +97,3 @@ def remove(root: str, rels: list[str]) -> None:
             os.unlink(os.path.join(root, rel))
         except OSError:
             pass
-
-
-def sweep_orphans(keep: set[int]) -> int:
-    """Kills processes re-parented to this worker (a subreaper) but `keep`; returns how many."""
-    me, killed = os.getpid(), 0
-    for _ in range(50):
-        found = []
-        for name in os.listdir("/proc"):
-            if not name.isdigit() or int(name) in keep:
-                continue
-            try:
-                with open(f"/proc/{name}/stat", "rb") as f:
-                    stat = f.read()
-                ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            if ppid == me:
-                found.append(int(name))
-        if not found:
-            break
-        for pid in found:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for pid in found:
-            try:
-                os.waitpid(pid, 0)
-                killed += 1
-            except ChildProcessError:
-                pass
-    return killed

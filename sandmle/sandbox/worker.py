@@ -270,7 +270,7 @@ class Worker:
         if self.mode == "root":
             isolation.kill_uid(job["uid"], keep=self.zygote.pid)
         elif self.mode == "none":
-            workdir.sweep_orphans({self.zygote.pid})
+            isolation.sweep_orphans({self.zygote.pid})
         sv.drain(timeout=1.0)
         for fd in (out_r, err_r) + ((status_r,) if userns else ()):
             os.close(fd)
