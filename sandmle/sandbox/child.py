@@ -1,14 +1,14 @@
 """Code that runs in a job's processes, forked from the clean zygote (never in the caller).
 
-Process tree of one job (W = worker, the supervisor; Z = zygote; M = template):
-  Z ── M ── C: M was forked, and made the job-independent namespaces and root,
-  before the job existed; W hands it the job's descriptors directly and M
-  exits as soon as it has forked C, so C is adopted by W (a child subreaper):
-  W is C's parent and gets its exit status and resource use from the kernel.
-  'root' and 'none': C becomes the job (one fork of the large warm interpreter).
-  'userns': C is pid 1 of the job's pid namespace (made by M), builds the root,
-  then forks J, the job; when J exits C kills the rest of the namespace and
-  reports J's wait status on a pipe J never held.
+Process tree of one job (W = worker, the supervisor; Z = zygote):
+  W ── C: C is a template the zygote forked with CLONE_PARENT before the job
+  existed (so W is its parent and gets its exit status and resource use from
+  the kernel), which made the job-independent namespaces and root and then
+  waited for W to hand it the job's descriptors.
+  'root' and 'none': C becomes the job.
+  'userns': C is pid 1 of the job's pid namespace; it finishes the root, then
+  forks J, the job; when J exits C kills the rest of the namespace and reports
+  J's wait status on a pipe J never held.
 
 C talks to W only during setup, on a socket it closes before any job code
 runs; the job's code can write nothing but its stdout and stderr. Every
@@ -22,7 +22,6 @@ import json
 import linecache
 import os
 import random
-import select
 import signal
 import socket
 import sys
@@ -86,9 +85,9 @@ def _close_all_but(keep: set[int]) -> None:
 
 def job_main(mode: str, plan: dict[str, Any] | None, seccomp: Any, threads: int,
              fds: list[int], template_error: str | None) -> NoReturn:
-    """Process C: reads its job, isolates itself, ties itself to W, runs it. Never returns."""
-    spec_fd, out_w, err_w, setup_fd, go_fd = fds[:5]
-    status_w = fds[5] if len(fds) > 5 else None
+    """Process C: reads its job, isolates itself, runs it. Never returns."""
+    spec_fd, out_w, err_w, setup_fd = fds[:4]
+    status_w = fds[4] if len(fds) > 4 else None
     _close_all_but(set(fds))
     setup = socket.socket(fileno=setup_fd)
     try:
@@ -99,12 +98,11 @@ def job_main(mode: str, plan: dict[str, Any] | None, seccomp: Any, threads: int,
             raise isolation.IsolationError(template_error)
         env = job_env(job, threads)
         if mode == "root":
-            _root_job(job, plan, seccomp, setup, go_fd)
+            _root_job(job, plan, seccomp, setup)
         elif mode == "userns":
-            _userns_init(job, env, plan, seccomp, setup, go_fd, out_w, err_w, status_w)
+            _userns_init(job, env, plan, seccomp, setup, out_w, err_w, status_w)
         else:
             os.chdir(job["workdir"])
-            _await_supervisor(go_fd)
             isolation.apply_rlimits(job["limits"])
             setup.send(b"ok")
     except rootfs.QuotaExceeded as e:
@@ -120,17 +118,6 @@ def job_main(mode: str, plan: dict[str, Any] | None, seccomp: Any, threads: int,
     _start(job, env, out_w, err_w)
 
 
-def _await_supervisor(go_fd: int) -> None:
-    """Ties our death to W's. W says 'g' once the template has exited and W is our
-    parent: a death signal set earlier would have fired when the template exited."""
-    if os.read(go_fd, 1) != b"g":
-        os._exit(0)
-    isolation.set_pdeathsig()
-    if select.select([go_fd], [], [], 0)[0] and os.read(go_fd, 1) == b"":
-        os._exit(0)  # W died before we could tie ourselves to it
-    os.close(go_fd)
-
-
 def _say(sock: socket.socket, msg: bytes) -> None:
     try:
         sock.send(msg[:4000])
@@ -139,11 +126,10 @@ def _say(sock: socket.socket, msg: bytes) -> None:
 
 
 def _root_job(job: dict[str, Any], plan: dict[str, Any], seccomp: Any,
-              setup: socket.socket, go_fd: int) -> None:
+              setup: socket.socket) -> None:
     uid = int(job["uid"])
     base_as = isolation.address_space_bytes()
     fds = rootfs.enter(plan, job, "root", uid, owner=(uid, uid))
-    _await_supervisor(go_fd)
     isolation.drop_to_uid(uid)
     isolation.apply_rlimits(job["limits"], base_as)
     if seccomp is not None:
@@ -154,8 +140,7 @@ def _root_job(job: dict[str, Any], plan: dict[str, Any], seccomp: Any,
 
 
 def _userns_init(job: dict[str, Any], env: dict[str, str], plan: dict[str, Any], seccomp: Any,
-                 setup: socket.socket, go_fd: int, out_w: int, err_w: int,
-                 status_w: int) -> NoReturn:
+                 setup: socket.socket, out_w: int, err_w: int, status_w: int) -> NoReturn:
     """Process C in 'userns' mode: pid 1 of the job's namespace, never runs job code."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     base_as = isolation.address_space_bytes()
@@ -163,7 +148,6 @@ def _userns_init(job: dict[str, Any], env: dict[str, str], plan: dict[str, Any],
     socket.send_fds(setup, [b"fd"], list(fds))
     for fd in fds:
         os.close(fd)
-    _await_supervisor(go_fd)
     # The job may not read or trace this process (its report pipe lives here).
     isolation.prctl(isolation.PR_SET_DUMPABLE, 0)
     j = os.fork()

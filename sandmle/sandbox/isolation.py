@@ -53,8 +53,11 @@ PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 
-# pivot_root has no libc wrapper; its number differs per architecture.
+CLONE_PARENT = 0x00008000
+
+# pivot_root has no libc wrapper, and clone is called raw; their numbers differ per architecture.
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220, "ppc64le": 120, "s390x": 120}
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
@@ -64,6 +67,10 @@ _libc.unshare.argtypes = [ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
                         ctypes.c_ulong]
 _libc.syscall.restype = ctypes.c_long
+# The same symbol called with the GIL held, as os.fork() calls fork().
+_raw_syscall = ctypes.PyDLL(None).syscall
+_raw_syscall.restype = ctypes.c_long
+_raw_syscall.argtypes = [ctypes.c_long] + [ctypes.c_ulong] * 5
 
 
 class IsolationError(RuntimeError):
@@ -97,6 +104,36 @@ def pivot_root(new_root: str, put_old: str) -> None:
         raise IsolationError(f"pivot_root: unknown syscall number on {platform.machine()}")
     _check(_libc.syscall(ctypes.c_long(nr), new_root.encode(), put_old.encode()),
            f"pivot_root({new_root!r}, {put_old!r})")
+
+
+def clone_for_parent(flags: int = 0) -> int:
+    """Forks a child whose parent is our parent (CLONE_PARENT), like os.fork otherwise.
+
+    The zygote makes templates this way, so each one is its worker's child from
+    birth: the worker gets its exit status and resource use, and the template's
+    parent-death signal follows the worker. `flags` may add CLONE_NEW*
+    namespaces. Only safe in a single-threaded process (glibc's fork handlers do
+    not run); Python's own fork hooks do, as for os.fork.
+    """
+    nr = _SYS_CLONE.get(platform.machine())
+    if nr is None:
+        raise IsolationError(f"clone: unknown syscall number on {platform.machine()}")
+    if len(os.listdir("/proc/self/task")) != 1:
+        raise IsolationError("clone: the zygote must be single-threaded (a pre-import "
+                             "started threads)")
+    args = [CLONE_PARENT | signal.SIGCHLD | flags, 0, 0, 0, 0]
+    if platform.machine() == "s390x":  # new stack first there
+        args[0], args[1] = 0, args[0]
+    ctypes.pythonapi.PyOS_BeforeFork()
+    pid = _raw_syscall(nr, *args)
+    if pid == 0:
+        ctypes.pythonapi.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    ctypes.pythonapi.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise IsolationError(f"clone: {os.strerror(err)} (errno {err})")
+    return pid
 
 
 def prctl(option: int, arg: int) -> None:
@@ -174,19 +211,21 @@ def resolve(requested: str) -> str:
     return "none"
 
 
-def prepare_template(mode: str) -> None:
-    """Job-independent namespaces, made by a pre-forked template before any job.
+def template_clone_flags(mode: str) -> int:
+    """Namespaces a template is born in: in 'userns' mode it is pid 1 of its own."""
+    return CLONE_NEWUSER | CLONE_NEWPID if mode == "userns" else 0
 
-    The job itself then only adds its mount namespace (which must copy the
-    host's mounts at job time). In 'userns' mode the next fork becomes pid 1
-    of a fresh pid namespace.
+
+def prepare_template(mode: str, uid: int, gid: int) -> None:
+    """Job-independent namespaces, made by a template before any job exists.
+
+    (uid, gid) are the zygote's ids, which a template born in a new user
+    namespace maps itself to.
     """
-    if mode == "root":
-        unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
-    elif mode == "userns":
-        uid, gid = os.getuid(), os.getgid()
-        unshare(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
+    if mode == "userns":
         write_id_maps(uid, gid)
+    if mode in ("root", "userns"):
+        unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
 
 
 def drop_to_uid(uid: int) -> None:
@@ -262,7 +301,7 @@ def kill_uid(uid: int, timeout_s: float = 5.0, keep: int | None = None) -> None:
     found by the kernel without scanning /proc (a fork racing the signal is
     aborted by the kernel). The saved uid stays 0 so the worker can switch
     back. Orphans are re-parented to this worker (a subreaper); we return once
-    every child but `keep` (the zygote) is reaped.
+    every child of that uid is reaped (`keep`, the zygote, is never reaped here).
     """
     if os.geteuid() != 0 or uid == 0:
         raise IsolationError("kill_uid needs root and a non-root target uid")
@@ -276,9 +315,21 @@ def kill_uid(uid: int, timeout_s: float = 5.0, keep: int | None = None) -> None:
         finally:
             os.setresuid(0, 0, 0)
         reap_children(keep)
-        if not (children() - {keep}) or time.monotonic() > deadline:
+        if not any(_real_uid(p) == uid for p in children() - {keep}) \
+                or time.monotonic() > deadline:
             return
         time.sleep(0.001)
+
+
+def _real_uid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 def children() -> set[int]:
@@ -346,7 +397,24 @@ def kill_uid_scan(uid: int) -> int:
                           and not f["State"].strip().startswith("Z"), reap=False)
 
 
-def sweep_orphans(keep: set[int]) -> int:
-    """Kills and reaps processes re-parented to us (a subreaper) but `keep`; how many."""
+def sweep_orphans(zygote: int) -> int:
+    """Kills and reaps processes re-parented to us (a subreaper); how many.
+
+    The zygote and its templates (our children too, in the zygote's process
+    group) are spared; every job starts a process group of its own.
+    """
     me = os.getpid()
-    return _kill_matching(lambda pid, f: int(f["PPid"]) == me and pid not in keep, reap=True)
+    try:
+        spared = os.getpgid(zygote)
+    except OSError:
+        spared = None
+
+    def orphan(pid: int, fields: dict) -> bool:
+        if int(fields["PPid"]) != me or pid == zygote:
+            return False
+        try:
+            return os.getpgid(pid) != spared
+        except OSError:
+            return False
+
+    return _kill_matching(orphan, reap=True)

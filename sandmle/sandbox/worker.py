@@ -38,6 +38,15 @@ class ZygoteError(RuntimeError):
     """The zygote could not give us a job process (it is restarted for the next job)."""
 
 
+def _reap(pid: int) -> None:
+    """Kills and reaps a template of ours (our child from birth)."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
 class ZygoteHandle:
     """This worker's zygote: its process, its control socket and the template it offered."""
 
@@ -79,10 +88,11 @@ class ZygoteHandle:
         msg, fds, _, _ = socket.recv_fds(self.ctl, 64, 1)
         if not msg or not fds:
             raise OSError("the zygote closed its socket")
+        self.ctl.send(b"more")  # the next one is made while this one runs its job
         return int(msg), socket.socket(fileno=fds[0]), time.monotonic()
 
     def spawn(self, fds: list[int]) -> int:
-        """A new job process, our child, holding `fds`; raises ZygoteError."""
+        """Hands `fds` to a template, which becomes the job; its pid (our child)."""
         if self.proc is None or self.proc.poll() is not None:
             self.close()
             self.start()
@@ -92,23 +102,13 @@ class ZygoteHandle:
             self.close()
             raise ZygoteError(f"the zygote stopped answering ({e}); it will be restarted") from None
         try:
-            tfd = os.pidfd_open(tpid)
-            try:
-                tsock.settimeout(SPAWN_TIMEOUT_S)
-                socket.send_fds(tsock, [b"go"], fds)
-                reply = tsock.recv(256)
-                # Once the template has exited, the job's process is our child.
-                if not select.select([tfd], [], [], SPAWN_TIMEOUT_S)[0]:
-                    raise OSError("the template did not exit")
-            finally:
-                os.close(tfd)
+            socket.send_fds(tsock, [b"go"], fds)
         except OSError as e:
-            raise ZygoteError(f"the job's template failed: {e}") from None
+            _reap(tpid)
+            raise ZygoteError(f"the job's template is gone: {e}") from None
         finally:
             tsock.close()
-        if not reply or reply.startswith(b"error"):
-            raise ZygoteError((reply or b"the template died").decode("utf-8", "replace"))
-        return int(reply)
+        return tpid
 
     def recycle(self, older_than_s: float) -> None:
         """Drops a held template made more than `older_than_s` ago (the zygote makes another)."""
@@ -123,15 +123,13 @@ class ZygoteHandle:
         if time.monotonic() - self.template[2] >= older_than_s:
             tpid, tsock, _ = self.template
             self.template = None
-            try:
-                os.kill(tpid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             tsock.close()
+            _reap(tpid)
 
     def close(self) -> None:
         if self.template is not None:
             self.template[1].close()
+            _reap(self.template[0])
             self.template = None
         if self.ctl is not None:
             self.ctl.close()
@@ -225,14 +223,13 @@ class Worker:
         os.lseek(spec, 0, os.SEEK_SET)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        go_r, go_w = os.pipe()
         status_r, status_w = os.pipe() if userns else (None, None)
         setup, setup_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        theirs = [spec, out_w, err_w, setup_child.fileno(), go_r] + ([status_w] if userns else [])
+        theirs = [spec, out_w, err_w, setup_child.fileno()] + ([status_w] if userns else [])
         try:
             pid = self.zygote.spawn(theirs)
         except ZygoteError as e:
-            for fd in (out_r, err_r, go_w) + ((status_r,) if userns else ()):
+            for fd in (out_r, err_r) + ((status_r,) if userns else ()):
                 os.close(fd)
             setup.close()
             return Result(job["job_id"], "crashed", worker=self.slot,
@@ -250,16 +247,11 @@ class Worker:
             os.set_blocking(fd, False)
         setup.setblocking(False)
         sv = Supervisor(pid, out_r, err_r, setup, status_r, job, self.grace)
-        try:
-            os.write(go_w, b"g")  # we are its parent now: it may tie its death to ours
-        except OSError:
-            pass
         quota = None
         if self.mode == "none":
             quota = lambda: workdir.over_quota(job["workdir"], set(job["inputs"]), job["limits"])  # noqa: E731
         sv.watch(time.monotonic(), quota)
         _, wstatus, ru = os.wait4(pid, 0)
-        os.close(go_w)
         # Whatever the job left behind dies now: its process group, then (root)
         # every process of its uid, or (none) every orphan re-parented to us.
         # In 'userns' mode its pid namespace already took them.
@@ -270,7 +262,7 @@ class Worker:
         if self.mode == "root":
             isolation.kill_uid(job["uid"], keep=self.zygote.pid)
         elif self.mode == "none":
-            isolation.sweep_orphans({self.zygote.pid})
+            isolation.sweep_orphans(self.zygote.pid)
         sv.drain(timeout=1.0)
         for fd in (out_r, err_r) + ((status_r,) if userns else ()):
             os.close(fd)

@@ -3,18 +3,18 @@
 Started by a worker (W) as `python -m sandmle.sandbox.zygote <fd>` with a
 scrubbed environment, over a fresh exec (so neither the farm's environment nor
 anything W ever read is in its memory). It imports the heavy modules once, then
-keeps one template ready: a fork M that has already made the job-independent
-namespaces and root (rootfs.prepare) and waits on a socket handed to W. Z
-never sees a job. W sends the job's descriptors (its spec in a memfd, its
-output pipes, its setup socket) straight to M, which forks the job's process C,
-replies with C's pid and exits, so C is adopted by W (a subreaper) and W
-supervises it. Z reaps M and forks the next template.
+keeps one template ready for W: a fork M made with CLONE_PARENT, so that W is
+its parent from birth, which has already made the job-independent namespaces
+and root (rootfs.prepare) and waits on a socket handed to W. Z never sees a
+job. W sends the job's descriptors (its spec in a memfd, its output pipes, its
+setup socket) straight to M, which becomes the job's process: no fork is left
+on a job's path. W then asks Z for the next template.
 
 Protocol on the SOCK_SEQPACKET control socket: W sends the settings as JSON;
-Z answers {"ready": true} (or {"ready": false, "error": ...}); then Z sends,
-for each template, its pid in ASCII with the template's socket attached. On a
-template's socket W sends b"go" with the job's descriptors; M answers C's pid
-in ASCII or b"error: ...". W may kill a template it no longer wants.
+Z answers {"ready": true} (or {"ready": false, "error": ...}) and sends a
+template: its pid in ASCII with the template's socket attached; each b"more"
+from W is answered with another. On a template's socket W sends b"go" with
+the job's descriptors. W may kill (and reap) a template it no longer wants.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class _Context:
 
     def __init__(self, ctl: socket.socket, settings: dict[str, Any]):
         self.ctl = ctl
+        self.uid, self.gid = os.getuid(), os.getgid()
         self.mode = settings["mode"]
         self.threads = int(settings.get("threads_per_job", 1))
         isolated = self.mode in ("root", "userns")
@@ -46,11 +47,11 @@ class _Context:
 
 
 def _template_main(sock: socket.socket, ctx: _Context) -> NoReturn:
-    """Process M: job-independent namespaces and root now; on "go", fork the job, exit."""
+    """Process M: job-independent namespaces and root now; on "go", become the job."""
     error = None
     try:
-        isolation.set_pdeathsig()
-        isolation.prepare_template(ctx.mode)
+        isolation.set_pdeathsig()  # our parent is W: die with it
+        isolation.prepare_template(ctx.mode, ctx.uid, ctx.gid)
         if ctx.plan is not None:
             rootfs.prepare(ctx.plan, ctx.mode)
     except BaseException as e:  # noqa: BLE001 - reported on the job's setup channel
@@ -61,35 +62,35 @@ def _template_main(sock: socket.socket, ctx: _Context) -> NoReturn:
         os._exit(0)
     if not msg:
         os._exit(0)  # W dropped us
+    sock.close()
+    child.job_main(ctx.mode, ctx.plan, ctx.seccomp, ctx.threads, fds, error)
+
+
+def _offer_template(ctl: socket.socket, ctx: _Context) -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = isolation.clone_for_parent(isolation.template_clone_flags(ctx.mode))
+    if pid == 0:
+        ours.close()
+        ctl.close()  # a template must not be able to talk to W but on its own socket
+        _template_main(theirs, ctx)
+    theirs.close()
     try:
-        c = os.fork()
-    except OSError as e:
-        sock.send(f"error: cannot fork the job: {e}".encode())
-        os._exit(0)
-    if c == 0:
-        sock.close()
-        child.job_main(ctx.mode, ctx.plan, ctx.seccomp, ctx.threads, fds, error)
-    sock.send(str(c).encode())
-    os._exit(0)
+        socket.send_fds(ctl, [str(pid).encode()], [ours.fileno()])
+    finally:
+        ours.close()
 
 
 def serve(ctl: socket.socket, ctx: _Context) -> None:
-    """Keeps one template with W at a time, forever (W's death kills us)."""
+    """One template now, another for each b"more" from W, until W is gone."""
+    _offer_template(ctl, ctx)
     while True:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = os.fork()
-        if pid == 0:
-            ours.close()
-            ctl.close()  # a template must not be able to talk to W but on its own socket
-            _template_main(theirs, ctx)
-        theirs.close()
         try:
-            socket.send_fds(ctl, [str(pid).encode()], [ours.fileno()])
+            msg = ctl.recv(64)
         except OSError:
             return
-        finally:
-            ours.close()
-        os.waitpid(pid, 0)
+        if not msg:
+            return
+        _offer_template(ctl, ctx)
 
 
 def main(argv: list[str]) -> None:

@@ -178,9 +178,10 @@ def test_close_frees_everything_without_release(tmp_path):
     st = farm.stats()
     uids = set(st["trajectory_uids"].values())
     ours = {p for p in st["worker_pids"] + st["zygote_pids"] if p}
-    for z in st["zygote_pids"]:  # their templates
-        with open(f"/proc/{z}/task/{z}/children") as f:
+    for w in st["worker_pids"]:  # zygotes and their templates, the workers' children
+        with open(f"/proc/{w}/task/{w}/children") as f:
             ours |= {int(p) for p in f.read().split()}
+    assert len(ours) >= 6
     farm.close()
     for pid in ours:
         assert not _alive(pid), f"farm process {pid} outlived close()"
