@@ -2,8 +2,9 @@
 
 Started by the farm as `python -m sandmle.sandbox.worker '<json settings>'`
 with a scrubbed environment. It starts a clean zygote (zygote.py), then for
-each job: prepares the host workdir, asks the zygote for a fresh process that
-becomes its own child, hands it the job through a memfd, supervises it
+each job: prepares the host workdir, hands the job (through a memfd) to a
+template the zygote made, its own child from birth, which becomes the job's
+process; supervises it
 (supervisor.py), mirrors the job's workdir tmpfs back to the host
 (treecopy.py) and answers with a Result.
 
@@ -203,8 +204,8 @@ class Worker:
             if sv.workdir_fd is not None and sv.setup_ok:
                 files = self._copy_out(job, sv.workdir_fd, uid, full, notes)
             elif self.mode == "none":
-                files = self._none_files(job, before, skip, notes)
-                if notes and status == "ok":
+                files, over = self._none_files(job, before, skip, notes)
+                if over and status == "ok":
                     status = "output_limit"
         except OSError as e:
             notes.append(f"cannot update the workdir: {e}")
@@ -303,8 +304,9 @@ class Worker:
         return sorted(set(rep.changed) - set(bad))
 
     def _none_files(self, job: dict[str, Any], before: dict, skip: set[str],
-                    notes: list[str]) -> list[str]:
-        """'none' mode: what changed in the host workdir, new files removed past the quota."""
+                    notes: list[str]) -> tuple[list[str], bool]:
+        """'none' mode: what changed in the host workdir (new files removed past the quota),
+        and whether it was past the quota."""
         wd = job["workdir"]
         after = workdir.snapshot(wd, skip)[0]
         files = workdir.changed(before, after)
@@ -319,7 +321,7 @@ class Worker:
             workdir.remove(wd, new)
             notes.append(f"{why}; the {len(new)} files it created were removed")
             files = [f for f in files if f not in new]
-        return files
+        return files, why is not None
 
 
 def _lines(fd: int, worker: Worker):
