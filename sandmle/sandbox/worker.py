@@ -32,6 +32,7 @@ from sandmle.sandbox.supervisor import Supervisor, classify
 START_TIMEOUT_S = 120.0
 SPAWN_TIMEOUT_S = 30.0
 RECYCLE_S = 60.0  # an idle template older than this is replaced (it pins old host mounts)
+IDLE_S = 1.0  # after this long without a job, the last job's namespace is let go
 STALE_RETRIES = 2
 
 
@@ -244,6 +245,7 @@ class Worker:
             os.setpgid(pid, pid)
         except OSError:
             pass
+        self.release_held()  # the previous job's namespace goes down while this one runs
         for fd in (out_r, err_r) + ((status_r,) if userns else ()):
             os.set_blocking(fd, False)
         setup.setblocking(False)
@@ -271,7 +273,8 @@ class Worker:
         return sv, wstatus, ru
 
     def release_held(self) -> None:
-        """Closes the last job's tmpfs and namespace fds (the kernel tears them down now)."""
+        """Closes the last job's tmpfs and namespace fds (the kernel tears them down now,
+        which waits for an RCU grace period: done while the next job runs, or when idle)."""
         for fd in self.held_fds:
             os.close(fd)
         self.held_fds = []
@@ -329,7 +332,8 @@ def _lines(fd: int, worker: Worker):
     buf = b""
     while True:
         while b"\n" not in buf:
-            if not select.select([fd], [], [], RECYCLE_S)[0]:
+            if not select.select([fd], [], [], IDLE_S)[0]:
+                worker.release_held()
                 worker.zygote.recycle(RECYCLE_S)
                 continue
             chunk = os.read(fd, 1 << 20)
@@ -374,10 +378,10 @@ def main(argv: list[str]) -> None:
                 result = Result(job.get("job_id", "?"), "crashed", worker=worker.slot,
                                 error=f"worker error: {type(e).__name__}: {e}")
             send(result.to_wire())
-            worker.release_held()
     except BrokenPipeError:
         pass
     finally:
+        worker.release_held()
         worker.zygote.close()
 
 
