@@ -27,6 +27,7 @@ INSTALL_REQUIRES = [
     # Real-language words for generated text tasks (lists ship in the wheel, offline).
     "wordfreq>=3.1,<3.2",
     "pyyaml>=6,<7",
+    "pyseccomp>=0.1.2,<0.2",  # the sandbox's syscall filter (ctypes over libseccomp2)
 ]
 
 EXTRAS = {

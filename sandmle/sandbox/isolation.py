@@ -1,19 +1,16 @@
-"""Process isolation for one job: rlimits, namespaces, privilege drop.
+"""Kernel primitives for one job: namespaces, mounts, privilege drop, rlimits, cleanup.
 
-Everything here runs inside processes forked from a warm worker (see
-worker.py), so it uses only os/ctypes and must never raise past its caller
-without a clear message.
+Everything here runs in the worker (W) or in processes forked from the zygote,
+so it uses only os/ctypes and raises IsolationError naming the failed step.
 
 Modes (resolved once per worker by `resolve`):
-  'root'   as root: new mount, network, pid, ipc and uts namespaces; hidden
-           paths covered by an empty mode-000 tmpfs; inputs bind-mounted
-           read-only; a private size-limited /tmp; then setuid to a uid of
-           its own per worker slot.
-  'userns' as a normal user: the same namespaces inside an unprivileged user
-           namespace, then a nested user namespace that drops every
-           capability (so the job cannot unmount what hides the answers).
-  'none'   no namespaces and no privilege drop; rlimits and process-group
-           cleanup only. For debugging.
+  'root'   as root: new mount, network, IPC and UTS namespaces, a minimal root
+           (rootfs.py), then setuid to the trajectory's own uid.
+  'userns' as a normal user: the same inside an unprivileged user namespace,
+           plus a pid namespace, then a nested user namespace without
+           capabilities so the job cannot undo its mounts.
+  'none'   no namespaces and no privilege drop; rlimits and process cleanup
+           only. For debugging.
 """
 
 from __future__ import annotations
@@ -21,41 +18,59 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import platform
 import resource
 import signal
 import time
 from typing import Any
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+NEW_NAMESPACES = (CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER,
+                  CLONE_NEWPID, CLONE_NEWNET)
 
 MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
 MS_REMOUNT = 32
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MNT_DETACH = 2
 
 PR_SET_PDEATHSIG = 1
-PR_SET_NO_NEW_PRIVS = 38
+PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
 
-# World-writable host directories; each gets a private tmpfs so a job can
-# neither fill the host disk through them nor leave files behind.
-SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+CLONE_PARENT = 0x00008000
+
+# pivot_root has no libc wrapper, and clone is called raw; their numbers differ per architecture.
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220, "ppc64le": 120, "s390x": 120}
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
                         ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
                         ctypes.c_ulong]
+_libc.syscall.restype = ctypes.c_long
+# The same symbol called with the GIL held, as os.fork() calls fork().
+_raw_syscall = ctypes.PyDLL(None).syscall
+_raw_syscall.restype = ctypes.c_long
+_raw_syscall.argtypes = [ctypes.c_long] + [ctypes.c_ulong] * 5
 
 
 class IsolationError(RuntimeError):
@@ -79,18 +94,75 @@ def mount(src: str | None, target: str, fstype: str | None, flags: int,
            f"mount {src!r} on {target!r}")
 
 
+def umount(target: str, flags: int = MNT_DETACH) -> None:
+    _check(_libc.umount2(target.encode(), flags), f"umount {target!r}")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    nr = _SYS_PIVOT_ROOT.get(platform.machine())
+    if nr is None:
+        raise IsolationError(f"pivot_root: unknown syscall number on {platform.machine()}")
+    _check(_libc.syscall(ctypes.c_long(nr), new_root.encode(), put_old.encode()),
+           f"pivot_root({new_root!r}, {put_old!r})")
+
+
+def clone_for_parent(flags: int = 0) -> int:
+    """Forks a child whose parent is our parent (CLONE_PARENT), like os.fork otherwise.
+
+    The zygote makes templates this way, so each one is its worker's child from
+    birth: the worker gets its exit status and resource use, and the template's
+    parent-death signal follows the worker. `flags` may add CLONE_NEW*
+    namespaces. Only safe in a single-threaded process (glibc's fork handlers do
+    not run); Python's own fork hooks do, as for os.fork.
+    """
+    nr = _SYS_CLONE.get(platform.machine())
+    if nr is None:
+        raise IsolationError(f"clone: unknown syscall number on {platform.machine()}")
+    if len(os.listdir("/proc/self/task")) != 1:
+        raise IsolationError("clone: the zygote must be single-threaded (a pre-import "
+                             "started threads)")
+    args = [CLONE_PARENT | signal.SIGCHLD | flags, 0, 0, 0, 0]
+    if platform.machine() == "s390x":  # new stack first there
+        args[0], args[1] = 0, args[0]
+    ctypes.pythonapi.PyOS_BeforeFork()
+    pid = _raw_syscall(nr, *args)
+    if pid == 0:
+        ctypes.pythonapi.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    ctypes.pythonapi.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise IsolationError(f"clone: {os.strerror(err)} (errno {err})")
+    return pid
+
+
 def prctl(option: int, arg: int) -> None:
     _check(_libc.prctl(option, arg, 0, 0, 0), f"prctl({option})")
 
 
+def prctl_ptr(option: int, arg2: int, ptr: int) -> None:
+    _check(_libc.prctl(option, arg2, ptr, 0, 0), f"prctl({option})")
+
+
 def set_subreaper() -> None:
-    """Orphans of jobs become our children, so 'none' mode can still kill them."""
+    """Orphans of jobs (and jobs handed over by the zygote) become our children."""
     prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
 def set_pdeathsig() -> None:
-    """Die with our parent (must be redone after every uid change)."""
+    """Die with our parent (must be redone after every credential change)."""
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def write_id_maps(uid: int, gid: int, inner: int = 0) -> None:
+    """Maps `inner` in a fresh user namespace to (uid, gid) outside it."""
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{inner} {uid} 1"),
+                       ("gid_map", f"{inner} {gid} 1")):
+        fd = os.open(f"/proc/self/{name}", os.O_WRONLY)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
 
 
 def _probe(flags: int, userns: bool) -> bool:
@@ -102,7 +174,7 @@ def _probe(flags: int, userns: bool) -> bool:
             if userns:
                 uid, gid = os.getuid(), os.getgid()
                 unshare(flags | CLONE_NEWUSER)
-                _write_id_maps(uid, gid)
+                write_id_maps(uid, gid)
             else:
                 unshare(flags)
             mount(None, "/", None, MS_REC | MS_PRIVATE)
@@ -118,9 +190,10 @@ NS_FLAGS = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWU
 
 
 def resolve(requested: str) -> str:
-    """Maps 'auto' | 'strict' | 'none' to the mode this process can use."""
+    """Maps 'auto' | 'strict' | 'userns' | 'none' to the mode this process can use."""
     if requested not in ("auto", "strict", "none", "userns"):
-        raise IsolationError(f"isolation must be 'auto', 'strict' or 'none', got {requested!r}")
+        raise IsolationError(f"isolation must be 'auto', 'strict', 'userns' or 'none', "
+                             f"got {requested!r}")
     if requested == "none":
         return "none"
     if requested == "userns":  # force the unprivileged path (tests, or root without setuid)
@@ -138,145 +211,42 @@ def resolve(requested: str) -> str:
     return "none"
 
 
-def _write_id_maps(uid: int, gid: int, inner: int = 0) -> None:
-    with open("/proc/self/setgroups", "w") as f:
-        f.write("deny")
-    with open("/proc/self/uid_map", "w") as f:
-        f.write(f"{inner} {uid} 1")
-    with open("/proc/self/gid_map", "w") as f:
-        f.write(f"{inner} {gid} 1")
+def template_clone_flags(mode: str) -> int:
+    """Namespaces a template is born in: in 'userns' mode it is pid 1 of its own."""
+    return CLONE_NEWUSER | CLONE_NEWPID if mode == "userns" else 0
 
 
-def _same_dir(path: str, fd: int) -> bool:
-    try:
-        a, b = os.stat(path), os.fstat(fd)
-    except OSError:
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+def prepare_template(mode: str, uid: int, gid: int) -> None:
+    """Job-independent namespaces, made by a template before any job exists.
 
-
-def expose_plan(paths: list[str]) -> list[tuple[str, list[str]]]:
-    """Which untraversable ancestors to cover so the dropped uid still reaches `paths`.
-
-    E.g. Python installed under /root/.pyenv (/root is 0700): the job gets an
-    empty /root holding only a read-only bind of the interpreter's tree.
+    (uid, gid) are the zygote's ids, which a template born in a new user
+    namespace maps itself to.
     """
-    plan: dict[str, list[str]] = {}
-    for p in sorted({os.path.realpath(p) for p in paths if os.path.isdir(p)}):
-        parts = p.strip("/").split("/")
-        for i in range(1, len(parts)):
-            anc = "/" + "/".join(parts[:i])
-            try:
-                mode = os.stat(anc).st_mode
-            except OSError:
-                break
-            if not mode & 0o001:
-                if not any(p.startswith(q + "/") or p == q for q in plan.get(anc, [])):
-                    plan.setdefault(anc, []).append(p)
-                break
-    return sorted(plan.items())
-
-
-def outermost_dirs(paths: list[str]) -> list[str]:
-    """Real directories among `paths`, dropping any that lies inside another."""
-    out: list[str] = []
-    for p in sorted({os.path.realpath(p) for p in paths if p and os.path.isdir(p)}):
-        if not any(p == q or p.startswith(q.rstrip("/") + "/") for q in out):
-            out.append(p)
-    return out
-
-
-def _under_scratch(path: str) -> bool:
-    return any(path.startswith(d + "/") for d in SCRATCH_DIRS)  # never a whole scratch dir
-
-
-def _expose(plan: list[tuple[str, list[str]]]) -> None:
-    for cover, keep in plan:
-        fds = [os.open(k, os.O_PATH | os.O_DIRECTORY) for k in keep]
-        mount("tmpfs", cover, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
-        for k, fd in zip(keep, fds):
-            os.makedirs(k, exist_ok=True)
-            mount(f"/proc/self/fd/{fd}", k, None, MS_BIND | MS_REC)
-            mount(None, k, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
-            os.close(fd)
-
-
-def enter_namespaces(mode: str, job: dict[str, Any], tmp_bytes: int,
-                     expose: list[tuple[str, list[str]]] = ()) -> None:
-    """Runs in the job's first child: new namespaces and the job's view of files.
-
-    The next fork() after this becomes pid 1 of a fresh pid namespace; when it
-    exits the kernel kills every process left in it.
-    """
-    workdir = job["workdir"]
     if mode == "userns":
-        uid, gid = os.getuid(), os.getgid()
-        unshare(NS_FLAGS | CLONE_NEWUSER)
-        _write_id_maps(uid, gid)
-    else:
-        # No pid namespace as root: it would cost a second fork of the (large)
-        # worker per job. Leftovers are killed by uid instead (kill_uid), and a
-        # hidepid /proc keeps other users' processes out of sight.
-        unshare(NS_FLAGS & ~CLONE_NEWPID)
-    mount(None, "/", None, MS_REC | MS_PRIVATE)
-    if mode == "root":
-        _expose(expose)
-    # Cover hidden paths first, at their real paths, so that an input bind
-    # taken from above them (recursively) stays covered too.
-    for path in job["hidden"]:
-        if os.path.isdir(path) and not os.path.islink(path):
-            mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
-                  "size=4k,mode=000")
-        elif os.path.lexists(path):
-            mount("/dev/null", path, None, MS_BIND)
-    # Descriptors pin the real directories before /tmp etc. are covered below.
-    wfd = os.open(workdir, os.O_PATH | os.O_DIRECTORY)
-    pinned = [(p, os.open(p, os.O_PATH | os.O_DIRECTORY))
-              for p in job.get("python_paths", ()) if _under_scratch(p) and os.path.isdir(p)]
-    for name, src in job["inputs"].items():
-        target = os.path.join(workdir, name)
-        mount(src, target, None, MS_BIND | MS_REC)
-        mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-    for d in SCRATCH_DIRS:
-        if os.path.isdir(d) and not os.path.islink(d):
-            mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV,
-                  f"size={int(tmp_bytes)},mode=1777")
-    for path, fd in pinned:
-        # Python's own tree (e.g. a venv under /tmp) comes back, read-only.
-        if not _same_dir(path, fd):
-            os.makedirs(path, exist_ok=True)
-            mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
-            mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-        os.close(fd)
-    if not _same_dir(workdir, wfd):
-        # The workdir lived under a scratch dir we just covered: put it back.
-        os.makedirs(workdir, exist_ok=True)
-        mount(f"/proc/self/fd/{wfd}", workdir, None, MS_BIND | MS_REC)
-    os.close(wfd)
-    os.chdir(workdir)
-    if mode == "root":
-        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
+        write_id_maps(uid, gid)
+    if mode in ("root", "userns"):
+        unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
 
 
-def become_init(mode: str, uid: int) -> None:
-    """Runs in pid 1 of the new pid namespace (userns mode): a private /proc, no privileges."""
-    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    drop_privileges(mode, uid)
+def drop_to_uid(uid: int) -> None:
+    """Root mode: become the trajectory's uid, no groups, no new privileges."""
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    set_pdeathsig()
 
 
-def drop_privileges(mode: str, uid: int) -> None:
-    """Root: become `uid` (no groups). Userns: a nested namespace without capabilities."""
-    if mode == "root":
-        os.setgroups([])
-        os.setresgid(uid, uid, uid)
-        os.setresuid(uid, uid, uid)
-    elif mode == "userns":
-        # A nested user namespace in which we are not root: no capability left
-        # over the mount namespace, so covering mounts cannot be undone.
-        unshare(CLONE_NEWUSER)
-        _write_id_maps(0, 0, inner=1000)
-        os.setresgid(1000, 1000, 1000)
-        os.setresuid(1000, 1000, 1000)
+def drop_capabilities(inner: int = 1000) -> None:
+    """Userns mode: a nested user namespace in which we are an ordinary user.
+
+    No capability is left over the mount namespace, so the covering mounts
+    cannot be undone.
+    """
+    unshare(CLONE_NEWUSER)
+    write_id_maps(0, 0, inner=inner)
+    os.setresgid(inner, inner, inner)
+    os.setresuid(inner, inner, inner)
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     set_pdeathsig()
 
@@ -288,8 +258,18 @@ def address_space_bytes() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def apply_rlimits(limits: dict[str, Any]) -> None:
-    """Soft == hard so the job cannot raise them back (CPU gets 1 s of SIGXCPU grace)."""
+M_ARENA_MAX = -8
+JOB_MALLOC_ARENAS = 2
+
+
+def apply_rlimits(limits: dict[str, Any], base_as: int | None = None) -> None:
+    """Soft == hard so the job cannot raise them back (CPU gets 1 s of SIGXCPU grace).
+
+    glibc reserves 64 MB of address space for each malloc arena, one per thread
+    up to 8 per core; capped at JOB_MALLOC_ARENAS so that RLIMIT_AS bounds the
+    memory a job uses rather than how many threads it starts.
+    """
+    _libc.mallopt(M_ARENA_MAX, JOB_MALLOC_ARENAS)
 
     def setl(res: int, value: float | None, hard_extra: int = 0) -> None:
         if value is None:
@@ -301,7 +281,8 @@ def apply_rlimits(limits: dict[str, Any]) -> None:
     cpu = limits.get("cpu_s")
     setl(resource.RLIMIT_CPU, None if cpu is None else max(1, int(-(-cpu // 1))), hard_extra=1)
     mem = limits.get("memory_bytes")
-    setl(resource.RLIMIT_AS, None if mem is None else address_space_bytes() + int(mem))
+    base = address_space_bytes() if base_as is None else base_as
+    setl(resource.RLIMIT_AS, None if mem is None else base + int(mem))
     setl(resource.RLIMIT_NPROC, limits.get("nproc"))
     setl(resource.RLIMIT_FSIZE, limits.get("fsize_bytes"))
     setl(resource.RLIMIT_NOFILE, limits.get("nofile"))
@@ -312,14 +293,15 @@ def apply_rlimits(limits: dict[str, Any]) -> None:
         pass
 
 
-def kill_uid(uid: int, timeout_s: float = 5.0) -> None:
-    """SIGKILLs every process running as `uid` (the worker slot's job uid).
+def kill_uid(uid: int, timeout_s: float = 5.0, keep: int | None = None) -> None:
+    """SIGKILLs every process running as `uid` (a trajectory's uid) and reaps them.
 
     kill(-1) sent with that uid reaches exactly the processes whose real or
     saved uid is `uid`: daemons that left the job's process group included,
-    found by the kernel without scanning /proc. The saved uid stays 0 so the
-    worker can switch back. Repeated until no child is left, which also
-    catches processes forked meanwhile.
+    found by the kernel without scanning /proc (a fork racing the signal is
+    aborted by the kernel). The saved uid stays 0 so the worker can switch
+    back. Orphans are re-parented to this worker (a subreaper); we return once
+    every child of that uid is reaped (`keep`, the zygote, is never reaped here).
     """
     if os.geteuid() != 0 or uid == 0:
         raise IsolationError("kill_uid needs root and a non-root target uid")
@@ -332,45 +314,107 @@ def kill_uid(uid: int, timeout_s: float = 5.0) -> None:
             pass
         finally:
             os.setresuid(0, 0, 0)
-        # Killed orphans are re-parented to us (a subreaper); done once none is left.
-        if not reap_children() or time.monotonic() > deadline:
+        reap_children(keep)
+        if not any(_real_uid(p) == uid for p in children() - {keep}) \
+                or time.monotonic() > deadline:
             return
         time.sleep(0.001)
 
 
-def reap_children() -> bool:
-    """Collects exited children; True while some child is still running."""
+def _real_uid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def children() -> set[int]:
+    """Pids of this (single-threaded) process's children, zombies included."""
+    with open(f"/proc/self/task/{os.getpid()}/children") as f:
+        return {int(p) for p in f.read().split()}
+
+
+def reap_children(keep: int | None = None) -> bool:
+    """Collects exited children other than `keep`; True if `keep` was found dead."""
+    keep_died = False
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return False
+            return keep_died
         if pid == 0:
-            return True
+            return keep_died
+        if pid == keep:
+            keep_died = True
 
 
-UID_LOCK_DIR = "/tmp/sandmle-sandbox-uids"
-
-
-def claim_uid(base: int, count: int) -> tuple[int, int]:
-    """Claims a job uid no other live worker on this machine holds.
-
-    Several farms may share a machine (two trainers, pytest-xdist); sharing a
-    uid would let one worker's kill_uid end another's jobs and would couple
-    their RLIMIT_NPROC counts. The claim is an flock held for the worker's
-    lifetime and released by the kernel when it dies. Returns (uid, lock fd).
-    """
-    import fcntl
-
-    os.makedirs(UID_LOCK_DIR, mode=0o700, exist_ok=True)
-    start = os.getpid() % count  # spread the search so starts rarely collide
-    for i in range(count):
-        uid = base + (start + i) % count
-        fd = os.open(os.path.join(UID_LOCK_DIR, f"{uid}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
+def _processes():
+    """(pid, fields of /proc/<pid>/status) of every process we can see."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
             continue
-        return uid, fd
-    raise IsolationError(f"all {count} job uids from {base} are in use by other workers")
+        try:
+            with open(f"/proc/{name}/status") as f:
+                yield int(name), dict(line.split(":", 1) for line in f if ":" in line)
+        except (OSError, ValueError):
+            continue
+
+
+def _kill_matching(match, reap: bool, rounds: int = 50) -> int:
+    """SIGKILLs every process `match(pid, fields)` accepts until none is left; how many."""
+    sent = 0
+    for _ in range(rounds):
+        found = [pid for pid, fields in _processes() if match(pid, fields)]
+        if not found:
+            break
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                sent += 1
+            except ProcessLookupError:
+                pass
+        for pid in found if reap else ():
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        if not reap:
+            time.sleep(0.01)
+    return sent
+
+
+def kill_uid_scan(uid: int) -> int:
+    """kill_uid for processes that may not set their uid (the farm, multi-threaded).
+
+    Kills every live process whose real uid is `uid`; used when a trajectory's
+    uid goes back to the pool, for what a dead worker could not clean up.
+    """
+    return _kill_matching(lambda pid, f: int(f["Uid"].split()[0]) == uid
+                          and not f["State"].strip().startswith("Z"), reap=False)
+
+
+def sweep_orphans(zygote: int) -> int:
+    """Kills and reaps processes re-parented to us (a subreaper); how many.
+
+    The zygote and its templates (our children too, in the zygote's process
+    group) are spared; every job starts a process group of its own.
+    """
+    me = os.getpid()
+    try:
+        spared = os.getpgid(zygote)
+    except OSError:
+        spared = None
+
+    def orphan(pid: int, fields: dict) -> bool:
+        if int(fields["PPid"]) != me or pid == zygote:
+            return False
+        try:
+            return os.getpgid(pid) != spared
+        except OSError:
+            return False
+
+    return _kill_matching(orphan, reap=True)

@@ -23,8 +23,11 @@ class JobError(ValueError):
 class Limits:
     """Per-job resource limits; None means "no limit" for that resource.
 
-    memory_bytes is added on top of the warm worker's own address space (a
+    memory_bytes is added on top of the warm zygote's own address space (a
     forked child inherits it), see docs/sandbox.md for why RLIMIT_AS.
+    workdir_bytes and workdir_inodes bound what a trajectory's workdir may hold
+    in all (the job works on a tmpfs of that size, so the kernel counts blocks
+    and inodes); tmp_bytes sizes the job's private /tmp.
     """
 
     cpu_s: float | None = 60.0
@@ -33,7 +36,8 @@ class Limits:
     fsize_bytes: int | None = 256 << 20
     nofile: int | None = 256
     tmp_bytes: int = 64 << 20  # size of the private /tmp (and /dev/shm) tmpfs
-    workdir_bytes: int | None = 1 << 30  # total bytes under the workdir
+    workdir_bytes: int | None = 1 << 30  # blocks the trajectory's workdir may hold
+    workdir_inodes: int | None = 4096  # files, directories and links it may hold
     output_bytes: int = 64 << 10  # stdout/stderr kept per stream (head + tail)
     output_kill_bytes: int = 32 << 20  # a stream longer than this kills the job
 
@@ -59,7 +63,7 @@ class Limits:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if v is None and f.name in ("cpu_s", "memory_bytes", "nproc", "fsize_bytes",
-                                        "nofile", "workdir_bytes"):
+                                        "nofile", "workdir_bytes", "workdir_inodes"):
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise JobError(f"limits.{f.name} must be a positive number, got {v!r}")
@@ -123,9 +127,10 @@ class Job:
     def to_wire(self, default_limits: Limits) -> dict[str, Any]:
         """The JSON-able form sent to a worker, with limits resolved."""
         d = dataclasses.asdict(self)
-        d["workdir"] = os.path.abspath(self.workdir)
-        d["inputs"] = {k: os.path.abspath(v) for k, v in self.inputs.items()}
-        d["hidden"] = [os.path.abspath(h) for h in self.hidden]
+        # The real path: a trajectory is one directory however it is spelled.
+        d["workdir"] = os.path.realpath(os.path.abspath(self.workdir))
+        d["inputs"] = {k: os.path.realpath(v) for k, v in self.inputs.items()}
+        d["hidden"] = [os.path.realpath(h) for h in self.hidden]
         d["command"] = list(self.command) if self.command is not None else None
         d["limits"] = dataclasses.asdict(self.limits or default_limits)
         return d

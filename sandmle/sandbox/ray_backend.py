@@ -4,17 +4,19 @@
 'auto' joins the running cluster, 'ray://host:10001' a remote one); if Ray is
 already initialised the farm uses that connection. On many nodes, workdirs and
 input folders must be reachable at the same paths on every node (a shared
-filesystem), since a job may run on any actor.
+filesystem). Jobs of one workdir always go to the same actor (chosen by a hash
+of the path), so a trajectory's jobs run one at a time under one identity, and
+release(workdir) reaches the actor that holds it.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
-import itertools
 import logging
 import os
 import threading
+import zlib
 from typing import Any
 
 import ml_collections
@@ -40,6 +42,9 @@ class _FarmActor:
 
     def stats(self) -> dict[str, Any]:
         return self.farm.stats()
+
+    def release(self, workdir: str, delete: bool) -> bool:
+        return self.farm.release(workdir, delete)
 
     def close(self) -> None:
         self.farm.close()
@@ -76,7 +81,10 @@ class RayFarm:
         self._actors = [self._actor_cls.remote(self._cfg_dict) for _ in range(int(config.ray.num_actors))]
         # Fail fast (and clearly) if an actor cannot build its farm.
         self.mode = ray.get([a.stats.remote() for a in self._actors])[0]["isolation"]
-        self._rr = itertools.count()
+
+    def _actor_for(self, workdir: str) -> tuple[int, Any]:
+        idx = zlib.crc32(workdir.encode()) % len(self._actors)
+        return idx, self._actors[idx]
 
     def _replace_dead(self) -> None:
         """Replaces actors seen failing. Never called from a Ray callback thread:
@@ -113,8 +121,7 @@ class RayFarm:
         self._replace_dead()
         with self._lock:
             self._submitted += 1
-            idx = next(self._rr) % len(self._actors)
-            actor = self._actors[idx]
+            idx, actor = self._actor_for(wire["workdir"])
         ref_future = actor.run.remote(wire).future()
 
         def done(f: concurrent.futures.Future) -> None:
@@ -132,6 +139,20 @@ class RayFarm:
 
         ref_future.add_done_callback(done)
         return out
+
+    def release(self, workdir: str, delete: bool = False) -> bool:
+        """Frees the trajectory on the actor its jobs ran on (see SandboxFarm.release)."""
+        if self._closed:
+            return False
+        self._replace_dead()
+        wd = os.path.realpath(os.path.abspath(workdir))
+        with self._lock:
+            _, actor = self._actor_for(wd)
+        try:
+            return bool(self._ray.get(actor.release.remote(wd, delete)))
+        except Exception as e:  # noqa: BLE001 - a dead actor held nothing any more
+            log.warning("sandbox: release(%s) on a failed Ray actor: %s", wd, e)
+            return False
 
     def stats(self) -> dict[str, Any]:
         self._replace_dead()

@@ -1,4 +1,10 @@
-"""Preparing a job's persistent workdir and listing what the job changed in it."""
+"""The host side of a trajectory's workdir: preparing it, and 'none' mode's accounting.
+
+In 'root' and 'userns' modes a job never touches the host workdir: it works in
+a quota'd tmpfs filled from it (rootfs.py) and mirrored back (treecopy.py). In
+'none' mode (debugging) it writes the host directory directly, and the worker
+can only sum what it finds there.
+"""
 
 from __future__ import annotations
 
@@ -6,64 +12,56 @@ import os
 from typing import Any
 
 
+# A workdir is chowned and chmodded for its trajectory: never one of these.
+SYSTEM_PREFIXES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32",
+                   "/proc", "/run", "/sbin", "/sys", "/usr")
+
+
 class WorkdirError(OSError):
-    """The workdir (or an input mount point inside it) cannot be used."""
+    """The workdir (or an input's place inside it) cannot be used."""
 
 
 def prepare(job: dict[str, Any], mode: str, uid: int | None) -> None:
-    """Creates the workdir and the input mount points (links in 'none' mode)."""
+    """Creates the workdir; 0700 to the trajectory's uid (root) or to us; input links ('none')."""
     wd = job["workdir"]
-    if os.path.lexists(wd) and not os.path.isdir(wd):
+    if wd == "/" or any(wd == p or wd.startswith(p + "/") for p in SYSTEM_PREFIXES):
+        raise WorkdirError(f"workdir {wd!r} is a system directory")
+    if os.path.lexists(wd) and (os.path.islink(wd) or not os.path.isdir(wd)):
         raise WorkdirError(f"workdir {wd!r} exists and is not a directory")
     try:
         os.makedirs(wd, exist_ok=True)
     except OSError as e:
         raise WorkdirError(f"cannot create workdir {wd!r}: {e.strerror}") from e
-    for name, src in job["inputs"].items():
-        target = os.path.join(wd, name)
-        if mode == "none":
-            if os.path.islink(target):
-                if os.readlink(target) == src:
-                    continue
-                os.unlink(target)
-            elif os.path.isdir(target) and not os.listdir(target):
-                os.rmdir(target)  # an empty mount point left by an isolated run
-            elif os.path.lexists(target):
-                raise WorkdirError(f"input {name!r} clashes with {target!r} in the workdir")
-            os.symlink(src, target)
-        else:
-            if os.path.islink(target):
-                os.unlink(target)
-            if not os.path.lexists(target):
-                os.mkdir(target)
-            elif not os.path.isdir(target):
-                raise WorkdirError(f"input {name!r} clashes with file {target!r} in the workdir")
+    if mode == "none":
+        _link_inputs(wd, job["inputs"])
+        return
     if uid is not None:
-        _chown_tree(wd, uid, skip=set(job["inputs"]))
+        os.chown(wd, uid, uid)
+    os.chmod(wd, 0o700)
 
 
-def _chown_tree(root: str, uid: int, skip: set[str]) -> None:
-    # Turns of one trajectory may run on different worker slots (uids).
-    os.lchown(root, uid, uid)
-    for dirpath, dirnames, filenames in os.walk(root):
-        if dirpath == root:
-            dirnames[:] = [d for d in dirnames if d not in skip]
-        for n in dirnames + filenames:
-            p = os.path.join(dirpath, n)
-            try:
-                if os.lstat(p).st_uid != uid:
-                    os.lchown(p, uid, uid)
-            except OSError:
-                pass
+def _link_inputs(wd: str, inputs: dict[str, str]) -> None:
+    for name, src in inputs.items():
+        target = os.path.join(wd, name)
+        if os.path.islink(target):
+            if os.readlink(target) == src:
+                continue
+            os.unlink(target)
+        elif os.path.isdir(target) and not os.listdir(target):
+            os.rmdir(target)
+        elif os.path.lexists(target):
+            raise WorkdirError(f"input {name!r} clashes with {target!r} in the workdir")
+        os.symlink(src, target)
 
 
-def snapshot(root: str, skip: set[str]) -> tuple[dict[str, tuple[int, int]], int]:
-    """relpath -> (mtime_ns, size) of every non-directory entry, and total bytes."""
+def snapshot(root: str, skip: set[str]) -> tuple[dict[str, tuple[int, int]], int, int]:
+    """relpath -> (mtime_ns, size) of every non-directory entry, bytes allocated, entries."""
     out: dict[str, tuple[int, int]] = {}
-    total = 0
+    used, count = 0, 0
     for dirpath, dirnames, filenames in os.walk(root):
         if dirpath == root:
             dirnames[:] = [d for d in dirnames if d not in skip]
+        count += len(dirnames)
         for n in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
             p = os.path.join(dirpath, n)
             try:
@@ -71,34 +69,25 @@ def snapshot(root: str, skip: set[str]) -> tuple[dict[str, tuple[int, int]], int
             except OSError:
                 continue
             out[os.path.relpath(p, root)] = (st.st_mtime_ns, st.st_size)
-            total += st.st_size
-    return out, total
+            used += st.st_blocks * 512
+            count += 1
+    return out, used, count
+
+
+def over_quota(root: str, skip: set[str], limits: dict[str, Any]) -> str | None:
+    """Why the workdir is past its limits (blocks allocated and entries), or None."""
+    _, used, count = snapshot(root, skip)
+    if limits.get("workdir_bytes") and used > limits["workdir_bytes"]:
+        return f"the workdir holds {used} bytes, more than limits.workdir_bytes={limits['workdir_bytes']}"
+    if limits.get("workdir_inodes") and count > limits["workdir_inodes"]:
+        return (f"the workdir holds {count} entries, more than "
+                f"limits.workdir_inodes={limits['workdir_inodes']}")
+    return None
 
 
 def changed(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> list[str]:
     """Files created or modified between two snapshots, sorted."""
     return sorted(p for p, sig in after.items() if before.get(p) != sig)
-
-
-def remove_escaping_links(root: str, rels: list[str]) -> list[str]:
-    """Deletes symlinks among `rels` that point outside `root`; returns their names.
-
-    Graders read workdir files with more privilege than the job had; a link to
-    private/answers.csv named submission.csv must never reach them.
-    """
-    removed = []
-    real_root = os.path.realpath(root)
-    for rel in rels:
-        p = os.path.join(root, rel)
-        if os.path.islink(p):
-            target = os.path.realpath(p)
-            if os.path.commonpath([real_root, target]) != real_root:
-                try:
-                    os.unlink(p)
-                    removed.append(rel)
-                except OSError:
-                    pass
-    return removed
 
 
 def remove(root: str, rels: list[str]) -> None:

@@ -1,6 +1,13 @@
-"""A warm worker: imports the heavy modules once, then forks one child per job.
+"""A worker (W): one farm slot's supervisor. It runs no job code and forks no job.
 
-Started by the farm as `python -m sandmle.sandbox.worker '<json settings>'`.
+Started by the farm as `python -m sandmle.sandbox.worker '<json settings>'`
+with a scrubbed environment. It starts a clean zygote (zygote.py), then for
+each job: prepares the host workdir, hands the job (through a memfd) to a
+template the zygote made, its own child from birth, which becomes the job's
+process; supervises it
+(supervisor.py), mirrors the job's workdir tmpfs back to the host
+(treecopy.py) and answers with a Result.
+
 Protocol (JSON lines): the worker prints {"ready": true, "mode": ..., "pid": ...}
 (or {"ready": false, "error": ...}), then reads one job per line from stdin and
 answers one Result per line on its original stdout.
@@ -8,327 +15,333 @@ answers one Result per line on its original stdout.
 
 from __future__ import annotations
 
-import gc
-import importlib
 import json
 import os
 import select
 import signal
+import socket
+import subprocess
 import sys
 import time
 from typing import Any
 
-from sandmle.sandbox import capture, child, isolation, workdir
+from sandmle.sandbox import isolation, treecopy, workdir
 from sandmle.sandbox.job import Result
+from sandmle.sandbox.supervisor import Supervisor, classify
 
-READ_CHUNK = 1 << 16
-QUOTA_CHECK_S = 0.25  # how often a running job's workdir size is checked
+START_TIMEOUT_S = 120.0
+SPAWN_TIMEOUT_S = 30.0
+RECYCLE_S = 60.0  # an idle template older than this is replaced (it pins old host mounts)
+IDLE_S = 1.0  # after this long without a job, the last job's namespace is let go
+STALE_RETRIES = 2
 
 
-class _Supervisor:
-    """Watches one forked job: pipes, deadline, output caps, workdir quota."""
+class ZygoteError(RuntimeError):
+    """The zygote could not give us a job process (it is restarted for the next job)."""
 
-    def __init__(self, pid: int, fds: dict[str, int], job: dict[str, Any], grace: float):
-        self.pid = pid
-        self.job = job
-        self.limits = job["limits"]
-        self.grace = grace
-        self.out = capture.CappedStream(self.limits["output_bytes"])
-        self.err = capture.CappedStream(self.limits["output_bytes"])
-        self.streams = {fds["out_r"]: self.out, fds["err_r"]: self.err}
-        self.small = {fds["rep_r"]: bytearray()}
-        if fds.get("init_r") is not None:
-            self.small[fds["init_r"]] = bytearray()
-        self.rep_r, self.init_r = fds["rep_r"], fds.get("init_r")
-        self.open = set(self.streams) | set(self.small)
-        self.reason: str | None = None  # why the farm stopped the job
-        self.detail: str | None = None
-        self.term_at: float | None = None
-        self.killed = False
 
-    def init_pid(self) -> int | None:
-        """Outer pid of B (pid 1 of the job's namespace), once A has reported it."""
-        for line in self.small_text(self.init_r).splitlines():
-            if line.startswith("pid "):
-                return int(line.split()[1])
-        return None
+def _reap(pid: int) -> None:
+    """Kills and reaps a template of ours (our child from birth)."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
 
-    def _kill(self, sig: int) -> None:
-        b = self.init_pid()
-        targets = [b] if b is not None else [self.pid]
-        for t in targets:
-            try:
-                os.killpg(t, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                os.kill(t, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
 
-    def stop(self, reason: str, detail: str, hard: bool) -> None:
-        if self.reason is None:
-            self.reason, self.detail = reason, detail
-        if hard:
-            self._kill(signal.SIGKILL)
-            self.killed = True
-        elif self.term_at is None:
-            self._kill(signal.SIGTERM)
-            self.term_at = time.monotonic()
+class ZygoteHandle:
+    """This worker's zygote: its process, its control socket and the template it offered."""
 
-    def _read(self, fd: int) -> None:
+    def __init__(self, settings: dict[str, Any]):
+        self.settings = settings
+        self.proc: subprocess.Popen | None = None
+        self.ctl: socket.socket | None = None
+        self.template: tuple[int, socket.socket, float] | None = None  # pid, socket, since
+        self.start()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # A fresh exec: nothing this worker holds is in the zygote's memory.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sandmle.sandbox.zygote", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),), env=dict(os.environ), cwd="/",
+            stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno())
+        theirs.close()
+        self.ctl = ours
+        ours.settimeout(START_TIMEOUT_S)
         try:
-            data = os.read(fd, READ_CHUNK)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self.open.discard(fd)
-            os.close(fd)
-            return
-        if fd in self.streams:
-            s = self.streams[fd]
-            s.write(data)
-            if s.total > self.limits["output_kill_bytes"]:
-                name = "stdout" if s is self.out else "stderr"
-                self.stop("output_limit", f"{name} passed {self.limits['output_kill_bytes']} bytes",
-                          hard=True)
-        elif len(self.small[fd]) < 4096:
-            self.small[fd] += data
+            ours.send(json.dumps(self.settings).encode())
+            reply = json.loads(ours.recv(1 << 16) or b'{"ready": false, "error": "it exited"}')
+        except (OSError, ValueError) as e:
+            reply = {"ready": False, "error": f"{type(e).__name__}: {e}"}
+        if not reply.get("ready"):
+            self.close()
+            raise RuntimeError(f"sandbox zygote failed to start: {reply.get('error')}")
+        ours.settimeout(SPAWN_TIMEOUT_S)
 
-    def watch(self, t0: float, quota_root: str | None, skip: set[str], base_bytes: int) -> None:
-        deadline = t0 + self.job["timeout_s"]
-        pidfd = os.pidfd_open(self.pid)
-        next_quota = t0 + QUOTA_CHECK_S
+    def _take_template(self) -> tuple[int, socket.socket, float]:
+        if self.template is not None:
+            held, self.template = self.template, None
+            return held
+        msg, fds, _, _ = socket.recv_fds(self.ctl, 64, 1)
+        if not msg or not fds:
+            raise OSError("the zygote closed its socket")
+        self.ctl.send(b"more")  # the next one is made while this one runs its job
+        return int(msg), socket.socket(fileno=fds[0]), time.monotonic()
+
+    def spawn(self, fds: list[int]) -> int:
+        """Hands `fds` to a template, which becomes the job; its pid (our child)."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.close()
+            self.start()
         try:
-            while True:
-                now = time.monotonic()
-                if now >= deadline and self.reason is None:
-                    self.stop("timeout", f"wall-clock timeout of {self.job['timeout_s']} s", hard=False)
-                if self.term_at is not None and not self.killed and now >= self.term_at + self.grace:
-                    self.stop("timeout", "", hard=True)
-                quota = self.limits.get("workdir_bytes")
-                if quota_root and quota and now >= next_quota:
-                    next_quota = now + QUOTA_CHECK_S
-                    if workdir.snapshot(quota_root, skip)[1] - base_bytes > quota:
-                        self.stop("output_limit", f"the job wrote more than {quota} bytes "
-                                  "into its workdir", hard=True)
-                waits = [next_quota - now]
-                if self.reason is None:
-                    waits.append(deadline - now)
-                if self.term_at is not None and not self.killed:
-                    waits.append(self.term_at + self.grace - now)
-                r, _, _ = select.select(list(self.open) + [pidfd], [], [], max(0.0, min(waits)))
-                for fd in r:
-                    if fd != pidfd:
-                        self._read(fd)
-                if pidfd in r:
-                    return
+            tpid, tsock, _ = self._take_template()
+        except OSError as e:
+            self.close()
+            raise ZygoteError(f"the zygote stopped answering ({e}); it will be restarted") from None
+        try:
+            socket.send_fds(tsock, [b"go"], fds)
+        except OSError as e:
+            _reap(tpid)
+            raise ZygoteError(f"the job's template is gone: {e}") from None
         finally:
-            os.close(pidfd)
+            tsock.close()
+        return tpid
 
-    def drain(self, timeout: float) -> None:
-        """Reads what is left once every writer is gone (or the time is up)."""
-        end = time.monotonic() + timeout
-        while self.open and time.monotonic() < end:
-            r, _, _ = select.select(list(self.open), [], [], max(0.0, end - time.monotonic()))
-            for fd in r:
-                self._read(fd)
-        for fd in list(self.open):
-            os.close(fd)
-        self.open.clear()
-
-    def small_text(self, fd: int | None) -> str:
-        return bytes(self.small.get(fd, b"")).decode("utf-8", "replace") if fd is not None else ""
-
-
-def _sweep_orphans() -> int:
-    """Kills processes re-parented to this worker (we are a subreaper); returns how many."""
-    me, killed = os.getpid(), 0
-    for _ in range(50):
-        found = []
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
+    def recycle(self, older_than_s: float) -> None:
+        """Drops a held template made more than `older_than_s` ago (the zygote makes another)."""
+        if self.template is None:
             try:
-                with open(f"/proc/{name}/stat", "rb") as f:
-                    stat = f.read()
-                ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            if ppid == me:
-                found.append(int(name))
-        if not found:
-            break
-        for pid in found:
+                self.ctl.setblocking(False)
+                self.template = self._take_template()
+            except OSError:
+                return
+            finally:
+                self.ctl.settimeout(SPAWN_TIMEOUT_S)
+        if time.monotonic() - self.template[2] >= older_than_s:
+            tpid, tsock, _ = self.template
+            self.template = None
+            tsock.close()
+            _reap(tpid)
+
+    def close(self) -> None:
+        if self.template is not None:
+            self.template[1].close()
+            _reap(self.template[0])
+            self.template = None
+        if self.ctl is not None:
+            self.ctl.close()
+            self.ctl = None
+        if self.proc is not None:
             try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
+                self.proc.kill()
+            except OSError:
                 pass
-        for pid in found:
             try:
-                os.waitpid(pid, 0)
-                killed += 1
-            except ChildProcessError:
+                self.proc.wait(timeout=10)
+            except (subprocess.TimeoutExpired, ChildProcessError):
                 pass
-    return killed
-
-
-def _classify(sv: _Supervisor, raw: int | None, report: dict[str, Any],
-              peak: int) -> tuple[str, int | None, str | None]:
-    """(status, exit_code, error) from how the job ended."""
-    if sv.reason is not None:
-        return sv.reason, None, sv.detail
-    if raw is None:
-        return "crashed", None, "the job's supervisor process ended without a status"
-    mem = sv.limits.get("memory_bytes")
-    near_mem = mem is not None and peak >= 0.8 * mem
-    if os.WIFSIGNALED(raw):
-        sig = os.WTERMSIG(raw)
-        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
-        if sig == signal.SIGXCPU:
-            return "timeout", -sig, f"CPU time limit of {sv.limits['cpu_s']} s"
-        if sig == signal.SIGXFSZ:
-            return "output_limit", -sig, f"file size limit of {sv.limits['fsize_bytes']} bytes"
-        if near_mem and sig in (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS):
-            return "memory", -sig, f"killed by {name} at the memory limit"
-        if sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT,
-                   signal.SIGSYS, signal.SIGTRAP):
-            return "crashed", -sig, f"the job died of {name}"
-        return "killed", -sig, f"the job was killed by {name}"
-    code = os.WEXITSTATUS(raw)
-    if code == 0:
-        return "ok", 0, None
-    if report.get("memory"):
-        return "memory", code, f"MemoryError at the memory limit of {mem} bytes"
-    if report.get("errno") == 27:  # EFBIG
-        return "output_limit", code, f"file size limit of {sv.limits['fsize_bytes']} bytes"
-    if report.get("errno") in (28, 122):  # ENOSPC, EDQUOT: the private /tmp is full
-        return "output_limit", code, f"no space left (tmp quota {sv.limits['tmp_bytes']} bytes)"
-    return "error", code, None
+            self.proc = None
 
 
 class Worker:
-    """The worker's state: isolation mode, slot uid, settings."""
+    """The worker's state: isolation mode, zygote, settings."""
 
     def __init__(self, settings: dict[str, Any]):
         self.slot = int(settings["slot"])
         self.grace = float(settings.get("kill_grace_s", 1.0))
-        self.threads = int(settings.get("threads_per_job", 1))
         self.mode = isolation.resolve(settings.get("isolation", "auto"))
-        self.uid: int | None = None
-        if self.mode == "root":
-            self.uid, self._uid_lock = isolation.claim_uid(int(settings.get("uid_base", 62000)),
-                                                           int(settings.get("uid_count", 1000)))
-        self.extra_hidden = [os.path.abspath(h) for h in settings.get("hidden", [])]
-        # The interpreter and its libraries must stay reachable after the uid drop.
-        needed = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
-        needed += [p for p in sys.path if p and os.path.isdir(p)]
-        self.expose = isolation.expose_plan(needed) if self.mode == "root" else []
-        # The interpreter's tree may live under a scratch dir (a venv in /tmp): keep it.
-        self.python_paths = isolation.outermost_dirs(needed)
-        if self.uid is not None:  # a previous worker of this slot may have died mid-job
-            isolation.kill_uid(self.uid)
+        self.extra_hidden = [os.path.realpath(h) for h in settings.get("hidden", [])]
+        self.held_fds: list[int] = []  # the last job's tmpfs and namespace, closed after its reply
+        self.zygote = ZygoteHandle({
+            "mode": self.mode, "preimport": list(settings.get("preimport", [])),
+            "threads_per_job": int(settings.get("threads_per_job", 1)),
+            "seccomp": bool(settings.get("seccomp", True)),
+            "expose": [os.path.realpath(p) for p in settings.get("expose", [])]})
 
     def run(self, job: dict[str, Any]) -> Result:
         """Runs one job to completion; every failure becomes a Result."""
         t0 = time.monotonic()
         job = dict(job)
         job["hidden"] = list(job["hidden"]) + self.extra_hidden
-        job["python_paths"] = self.python_paths
-        skip = set(job["inputs"])
+        wd, skip = job["workdir"], set(job["inputs"])
+        uid = job.get("uid") if self.mode == "root" else None
+        if self.mode == "root" and not isinstance(uid, int):
+            return Result(job["job_id"], "error", worker=self.slot,
+                          error="farm error: a root-mode job came without its trajectory uid")
         try:
-            workdir.prepare(job, self.mode, self.uid)
-            before, base_bytes = workdir.snapshot(job["workdir"], skip)
+            workdir.prepare(job, self.mode, uid)
+            before = workdir.snapshot(wd, skip)[0] if self.mode == "none" else None
         except OSError as e:
             return Result(job["job_id"], "error", error=f"bad workdir: {e}", worker=self.slot)
-        pipes = {}
-        for name in ("out", "err", "rep") + (("init",) if self.mode == "userns" else ()):
-            r, w = os.pipe()
-            pipes[f"{name}_r"], pipes[f"{name}_w"] = r, w
-        for k in ("out_r", "err_r", "rep_r", "init_r"):
-            if k in pipes:
-                os.set_blocking(pipes[k], False)
+        if uid is not None:  # whatever a dead worker may have left under this uid
+            isolation.kill_uid(uid, keep=self.zygote.pid)
+        # The template checks these against its view: it may predate a host mount.
+        job["sources"] = {p: [os.stat(p).st_dev, os.stat(p).st_ino]
+                          for p in [wd] + list(job["inputs"].values())}
+        for _ in range(STALE_RETRIES + 1):
+            sv, wstatus, ru = self._execute(job)
+            if isinstance(sv, Result):
+                return sv
+            if not sv.stale:
+                break
+            self.zygote.recycle(0.0)  # and the next template is made after the change
+        self.held_fds = sv.held_fds
+        wall = time.monotonic() - t0
+        raw = sv.job_status(wstatus, self.mode == "userns")
+        full = False
+        if sv.workdir_fd is not None and sv.setup_ok:
+            st = os.fstatvfs(sv.workdir_fd)
+            full = st.f_bavail == 0 or st.f_favail == 0
+        peak = ru.ru_maxrss * 1024
+        status, code, error = classify(sv, raw, full, peak)
+        notes: list[str] = []
+        files: list[str] = []
         try:
-            pid = os.fork()
+            if sv.workdir_fd is not None and sv.setup_ok:
+                files = self._copy_out(job, sv.workdir_fd, uid, full, notes)
+            elif self.mode == "none":
+                files, over = self._none_files(job, before, skip, notes)
+                if over and status == "ok":
+                    status = "output_limit"
         except OSError as e:
-            for fd in pipes.values():
+            notes.append(f"cannot update the workdir: {e}")
+        if notes:
+            error = "; ".join(([error] if error else []) + notes)
+        return Result(job_id=job["job_id"], status=status, exit_code=code,
+                      stdout=sv.out.text(), stderr=sv.err.text(), wall_s=wall,
+                      cpu_s=ru.ru_utime + ru.ru_stime, peak_rss_bytes=peak,
+                      files=files, error=error, worker=self.slot)
+
+    def _execute(self, job: dict[str, Any]) -> tuple[Any, int, Any]:
+        """Starts the job's process through the zygote and supervises it to its end."""
+        userns = self.mode == "userns"
+        spec = os.memfd_create("sandmle-job", os.MFD_CLOEXEC)
+        os.write(spec, json.dumps(job).encode())
+        os.lseek(spec, 0, os.SEEK_SET)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        status_r, status_w = os.pipe() if userns else (None, None)
+        setup, setup_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        theirs = [spec, out_w, err_w, setup_child.fileno()] + ([status_w] if userns else [])
+        try:
+            pid = self.zygote.spawn(theirs)
+        except ZygoteError as e:
+            for fd in (out_r, err_r) + ((status_r,) if userns else ()):
                 os.close(fd)
+            setup.close()
             return Result(job["job_id"], "crashed", worker=self.slot,
-                          error=f"the worker could not fork the job: {e}")
-        if pid == 0:
-            child.child_main(self.mode, job, self.uid or 0, self.threads, pipes, self.expose)
+                          error=f"sandbox could not start the job: {e}"), 0, None
+        finally:
+            for fd in theirs:
+                if fd != setup_child.fileno():
+                    os.close(fd)
+            setup_child.close()
         try:
             os.setpgid(pid, pid)
         except OSError:
             pass
-        for k in ("out_w", "err_w", "rep_w", "init_w"):
-            if k in pipes:
-                os.close(pipes[k])
-        sv = _Supervisor(pid, pipes, job, self.grace)
-        sv.watch(t0, job["workdir"], skip, base_bytes)
+        self.release_held()  # the previous job's namespace goes down while this one runs
+        for fd in (out_r, err_r) + ((status_r,) if userns else ()):
+            os.set_blocking(fd, False)
+        setup.setblocking(False)
+        sv = Supervisor(pid, out_r, err_r, setup, status_r, job, self.grace)
+        quota = None
+        if self.mode == "none":
+            quota = lambda: workdir.over_quota(job["workdir"], set(job["inputs"]), job["limits"])  # noqa: E731
+        sv.watch(time.monotonic(), quota)
         _, wstatus, ru = os.wait4(pid, 0)
         # Whatever the job left behind dies now: its process group, then (root)
-        # every process of the job uid, or (none) every orphan re-parented to us.
-        # In userns mode the job's pid namespace already took them.
+        # every process of its uid, or (none) every orphan re-parented to us.
+        # In 'userns' mode its pid namespace already took them.
         try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         if self.mode == "root":
-            isolation.kill_uid(self.uid)
+            isolation.kill_uid(job["uid"], keep=self.zygote.pid)
         elif self.mode == "none":
-            _sweep_orphans()
+            isolation.sweep_orphans(self.zygote.pid)
         sv.drain(timeout=1.0)
-        wall = time.monotonic() - t0
-        raw: int | None = wstatus
-        report: dict[str, Any] = {}
-        for line in sv.small_text(pipes["rep_r"]).splitlines():
-            try:
-                report = json.loads(line)
-            except ValueError:
-                pass
-        if "setup" in report and sv.reason is None:
-            return self._finish(job, sv, "crashed", None, str(report["setup"]),
-                                wall, ru, before, base_bytes, skip)
-        if self.mode == "userns":
-            lines = [x for x in sv.small_text(pipes["init_r"]).splitlines()
-                     if x.strip().lstrip("-").isdigit()]
-            raw = int(lines[-1]) if lines else None
-            if raw is None and sv.reason is None and os.WIFEXITED(wstatus) and os.WEXITSTATUS(wstatus) == 125:
-                return self._finish(job, sv, "crashed", None, "sandbox setup failed (see stderr)",
-                                    wall, ru, before, base_bytes, skip)
-        peak = ru.ru_maxrss * 1024
-        status, code, error = _classify(sv, raw, report, peak)
-        return self._finish(job, sv, status, code, error, wall, ru, before, base_bytes, skip)
+        for fd in (out_r, err_r) + ((status_r,) if userns else ()):
+            os.close(fd)
+        setup.close()
+        return sv, wstatus, ru
 
-    def _finish(self, job, sv, status, code, error, wall, ru, before, base_bytes, skip) -> Result:
-        files: list[str] = []
+    def release_held(self) -> None:
+        """Closes the last job's tmpfs and namespace fds (the kernel tears them down now,
+        which waits for an RCU grace period: done while the next job runs, or when idle)."""
+        for fd in self.held_fds:
+            os.close(fd)
+        self.held_fds = []
+
+    def _copy_out(self, job: dict[str, Any], wfd: int, uid: int | None, full: bool,
+                  notes: list[str]) -> list[str]:
+        """Mirrors the job's tmpfs onto the host workdir; returns the files it changed."""
+        wd = job["workdir"]
+        dst = os.open(wd, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         try:
-            after, total = workdir.snapshot(job["workdir"], skip)
-            files = workdir.changed(before, after)
-            bad = workdir.remove_escaping_links(job["workdir"], files)
-            if bad:
-                files = [f for f in files if f not in bad]
-                note = f"removed symlinks pointing outside the workdir: {bad}"
-                error = f"{error}; {note}" if error else note
-            quota = job["limits"].get("workdir_bytes")
-            if quota and total - base_bytes > quota:
-                # Keeping them would leave the disk full for every later turn.
-                new = [f for f in files if f not in before]
-                workdir.remove(job["workdir"], new)
-                files = [f for f in files if f not in new]
-                note = (f"the job added {total - base_bytes} bytes to its workdir (quota "
-                        f"{quota}); the {len(new)} files it created were removed")
-                status = "output_limit"
-                error = f"{error}; {note}" if error else note
-        except OSError as e:
-            error = f"{error}; cannot list workdir: {e}" if error else f"cannot list workdir: {e}"
-        return Result(job_id=job["job_id"], status=status, exit_code=code,
-                      stdout=sv.out.text(), stderr=sv.err.text(), wall_s=wall,
-                      cpu_s=ru.ru_utime + ru.ru_stime, peak_rss_bytes=ru.ru_maxrss * 1024,
-                      files=files, error=error, worker=self.slot)
+            rep = treecopy.mirror(wfd, dst, owner=(uid, uid) if uid is not None else None,
+                                  skip_top=frozenset(job["inputs"]), discard_new=full)
+        finally:
+            os.close(dst)
+        bad = treecopy.escaping_links(wd, rep.links)
+        for rel in bad:
+            try:
+                os.unlink(os.path.join(wd, rel))
+            except OSError:
+                pass
+        if bad:
+            notes.append(f"removed symlinks pointing outside the workdir: {bad}")
+        if rep.special:
+            notes.append(f"special files (FIFOs, sockets, devices) are not kept: {rep.special[:20]}")
+        if rep.discarded:
+            notes.append(f"the {len(rep.discarded)} files it created were removed")
+        if rep.too_deep:
+            notes.append(f"entries nested deeper than {treecopy.MAX_DEPTH} levels are not kept: "
+                         f"{rep.too_deep[:5]}")
+        return sorted(set(rep.changed) - set(bad))
+
+    def _none_files(self, job: dict[str, Any], before: dict, skip: set[str],
+                    notes: list[str]) -> tuple[list[str], bool]:
+        """'none' mode: what changed in the host workdir (new files removed past the quota),
+        and whether it was past the quota."""
+        wd = job["workdir"]
+        after = workdir.snapshot(wd, skip)[0]
+        files = workdir.changed(before, after)
+        bad = treecopy.escaping_links(wd, files)
+        workdir.remove(wd, bad)
+        if bad:
+            notes.append(f"removed symlinks pointing outside the workdir: {bad}")
+        files = [f for f in files if f not in bad]
+        why = workdir.over_quota(wd, skip, job["limits"])
+        if why:
+            new = [f for f in files if f not in before]
+            workdir.remove(wd, new)
+            notes.append(f"{why}; the {len(new)} files it created were removed")
+            files = [f for f in files if f not in new]
+        return files, why is not None
+
+
+def _lines(fd: int, worker: Worker):
+    """Lines from the farm; while idle, old templates are replaced."""
+    buf = b""
+    while True:
+        while b"\n" not in buf:
+            if not select.select([fd], [], [], IDLE_S)[0]:
+                worker.release_held()
+                worker.zygote.recycle(RECYCLE_S)
+                continue
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return
+            buf += chunk
+        line, buf = buf.split(b"\n", 1)
+        yield line.decode()
 
 
 def main(argv: list[str]) -> None:
@@ -336,11 +349,11 @@ def main(argv: list[str]) -> None:
     n = str(int(settings.get("threads_per_job", 1)))
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[k] = n
-    # Keep the protocol on a private descriptor; stray prints from libraries
-    # (or a job that somehow writes to fd 1) must not corrupt it.
+    # Keep the protocol on a private descriptor; stray prints must not corrupt it.
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
     def send(obj: dict[str, Any]) -> None:
         proto.write(json.dumps(obj) + "\n")
@@ -348,28 +361,28 @@ def main(argv: list[str]) -> None:
 
     try:
         isolation.set_subreaper()
-        for mod in settings.get("preimport", []):
-            importlib.import_module(mod)
         worker = Worker(settings)
     except BaseException as e:  # noqa: BLE001 - tell the farm why, then stop
         send({"ready": False, "error": f"{type(e).__name__}: {e}"})
         return
-    # Forked jobs then leave the imported objects' pages shared (no GC writes).
-    gc.collect()
-    gc.freeze()
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    send({"ready": True, "mode": worker.mode, "pid": os.getpid(), "slot": worker.slot,
-          "uid": worker.uid})
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        job = json.loads(line)
-        try:
-            result = worker.run(job)
-        except Exception as e:  # noqa: BLE001 - the farm must get an answer
-            result = Result(job.get("job_id", "?"), "crashed", worker=worker.slot,
-                            error=f"worker error: {type(e).__name__}: {e}")
-        send(result.to_wire())
+    try:
+        send({"ready": True, "mode": worker.mode, "pid": os.getpid(), "slot": worker.slot,
+              "zygote_pid": worker.zygote.pid})
+        for line in _lines(sys.stdin.fileno(), worker):
+            if not line.strip():
+                continue
+            job = json.loads(line)
+            try:
+                result = worker.run(job)
+            except Exception as e:  # noqa: BLE001 - the farm must get an answer
+                result = Result(job.get("job_id", "?"), "crashed", worker=worker.slot,
+                                error=f"worker error: {type(e).__name__}: {e}")
+            send(result.to_wire())
+    except BrokenPipeError:
+        pass
+    finally:
+        worker.release_held()
+        worker.zygote.close()
 
 
 if __name__ == "__main__":

@@ -25,9 +25,18 @@ def _needs_root_isolation(farm):
 
 
 def job_procs(farm) -> list[int]:
-    """Processes still running as a job uid, or children of a worker."""
-    workers = {p for p in farm.stats()["worker_pids"] if p}
-    uids = {u for u in farm.stats()["worker_uids"] if u is not None}
+    """Processes still running as a trajectory uid, or children of a worker other than its
+    zygote and the zygote's templates (waiting for a job, in the zygote's process group)."""
+    stats = farm.stats()
+    workers = {p for p in stats["worker_pids"] if p}
+    zygotes = {p for p in stats["zygote_pids"] if p}
+    spared = set()
+    for z in zygotes:
+        try:
+            spared.add(os.getpgid(z))
+        except OSError:
+            pass
+    uids = set(stats["trajectory_uids"].values())
     left = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -39,7 +48,11 @@ def job_procs(farm) -> list[int]:
             continue
         uid = int(st["Uid"].split()[0])
         ppid = int(st["PPid"].strip())
-        if uid in uids or ppid in workers:
+        try:
+            pgid = os.getpgid(int(name))
+        except OSError:
+            continue
+        if uid in uids or (ppid in workers and int(name) not in zygotes and pgid not in spared):
             try:
                 with open(f"/proc/{ppid}/status") as f:
                     parent = f.read().split("\n")[:9]

@@ -155,3 +155,49 @@ def test_non_daemon_threads_finish_before_exit(farm, tmp_path):
             "threading.Thread(target=late).start()\nprint('main done')")
     r = farm.submit(job(tmp_path, code)).result()
     assert r.status == "ok" and r.files == ["late.txt"], r
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_close_frees_everything_without_release(tmp_path):
+    """Trajectories never released: close() still leaves no process, mount or uid claim."""
+    import fcntl
+
+    from sandmle.sandbox import identity
+
+    farm = SandboxFarm(farm_config(num_workers=2))
+    code = "import subprocess\nsubprocess.Popen(['sleep', '30'])\nprint('turn')"
+    results = farm.map([Job(workdir=str(tmp_path / f"traj{i}"), code=code) for i in range(3)])
+    assert all(r.status == "ok" for r in results), results
+    st = farm.stats()
+    uids = set(st["trajectory_uids"].values())
+    ours = {p for p in st["worker_pids"] + st["zygote_pids"] if p}
+    for w in st["worker_pids"]:  # zygotes and their templates, the workers' children
+        with open(f"/proc/{w}/task/{w}/children") as f:
+            ours |= {int(p) for p in f.read().split()}
+    assert len(ours) >= 6
+    farm.close()
+    for pid in ours:
+        assert not _alive(pid), f"farm process {pid} outlived close()"
+    for name in os.listdir("/proc"):
+        if name.isdigit() and _alive(int(name)):
+            try:
+                uid = os.stat(f"/proc/{name}").st_uid
+            except OSError:
+                continue
+            assert uid not in uids, f"job process {name} of uid {uid} outlived close()"
+    with open("/proc/self/mountinfo") as f:
+        assert "sandmle" not in f.read()
+    for uid in uids:  # every claim is free again
+        fd = os.open(os.path.join(identity.UID_LOCK_DIR, f"{uid}.lock"), os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    assert all((tmp_path / f"traj{i}").is_dir() for i in range(3))

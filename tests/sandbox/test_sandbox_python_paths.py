@@ -1,21 +1,40 @@
-"""The interpreter's tree stays visible to jobs even when it lives under a scratch dir."""
+"""The job's minimal root: the interpreter's trees are there, the project checkout is not."""
 
 import os
+import sys
 
-from sandmle.sandbox import isolation
+import pytest
 
+from sandmle.sandbox import Job, rootfs
 
-def test_outermost_dirs_drops_nested_and_missing(tmp_path):
-    a = tmp_path / "venv"
-    (a / "lib" / "site-packages").mkdir(parents=True)
-    b = tmp_path / "other"
-    b.mkdir()
-    got = isolation.outermost_dirs([str(a / "lib" / "site-packages"), str(a), str(b),
-                                    str(tmp_path / "missing"), ""])
-    assert got == sorted([os.path.realpath(a), os.path.realpath(b)])
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def test_only_paths_inside_scratch_dirs_are_rebound():
-    assert isolation._under_scratch("/tmp/ci/.venv")
-    assert not isolation._under_scratch("/tmp")  # a whole scratch dir would undo its cover
-    assert not isolation._under_scratch("/root/.pyenv/versions/3.11.7")
+def test_python_trees_hold_the_interpreter_not_the_checkout():
+    trees = rootfs.python_trees()
+    base = os.path.realpath(sys.base_prefix)
+    assert base.startswith("/usr") or any(base == t or base.startswith(t + "/") for t in trees)
+    # The checkout (where a run folder may live) is never bound as a whole.
+    assert os.path.realpath(REPO) not in trees
+
+
+def test_plan_binds_system_dirs_and_links_merged_usr():
+    plan = rootfs.make_plan([])
+    assert "/usr" in plan["binds"]
+    for path, target in plan["links"]:
+        assert os.path.islink(path) and os.readlink(path) == target
+    assert "null" in plan["devices"]
+
+
+def test_job_imports_lazily_but_sees_no_checkout(farm, tmp_path):
+    if farm.stats()["isolation"] not in ("root", "userns"):
+        pytest.skip("needs an isolated farm")
+    code = ("import email.mime.text, numpy.polynomial, os\n"  # not pre-imported: read from disk
+            f"print(os.path.exists({os.path.join(REPO, 'sandmle')!r}),"
+            " sorted(os.listdir('/')))")
+    r = farm.submit(Job(workdir=str(tmp_path / "wd"), code=code)).result()
+    assert r.status == "ok", r
+    seen, top = r.stdout.split(" ", 1)
+    assert seen == "False"
+    for name in ("home", "run", "sys", "srv", "mnt", "media", "boot"):
+        assert f"'{name}'" not in top, top

@@ -55,12 +55,19 @@ def test_ray_functional_subset(ray_farm, tmp_path):
     assert got["out"].status == "output_limit"
     assert got["private"].status == "ok" and got["private"].stdout == "hidden\n"
     assert got["ro"].status == "error" and "OSError" in got["ro"].stderr
-    # Persistence across turns, possibly on different actors.
+    # Persistence across turns: a workdir's jobs all go to one actor.
     r1 = ray_farm.submit(Job(workdir=wd, code="open('s.txt','w').write('t1')")).result()
     r2 = ray_farm.submit(Job(workdir=wd, code="print(open('s.txt').read())")).result()
     assert r1.files == ["s.txt"] and r2.stdout == "t1\n"
     st = ray_farm.stats()
     assert st["backend"] == "ray" and st["jobs"] == len(jobs) + 2 and len(st["actors"]) == 2
+    if st["isolation"] == "root":
+        holders = [a for a in st["actors"] if os.path.realpath(wd) in a["trajectory_uids"]]
+        assert len(holders) == 1
+    # release() reaches the actor holding the trajectory; unknown workdirs are a no-op.
+    assert ray_farm.release(wd) is True
+    assert ray_farm.release(str(tmp_path / "never-seen"), delete=True) is False
+    assert os.path.isdir(wd)
 
 
 def test_ray_bad_input_and_dead_actor(ray_farm, tmp_path):

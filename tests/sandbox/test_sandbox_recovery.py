@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import pathlib
-import shutil
-import tempfile
 import signal
 import threading
 import time
@@ -18,10 +15,11 @@ from sandmle.sandbox import Job, SandboxFarm, isolation
 
 def test_dead_worker_is_replaced_and_its_job_reported(tmp_path):
     with SandboxFarm(farm_config(num_workers=1)) as farm:
-        pid, uid = farm.stats()["worker_pids"][0], farm.stats()["worker_uids"][0]
+        pid = farm.stats()["worker_pids"][0]
         fut = farm.submit(Job(workdir=str(tmp_path / "wd"),
                               code="import time\nprint('started', flush=True)\ntime.sleep(30)"))
         time.sleep(0.5)  # let the job start
+        uid = farm.stats()["trajectory_uids"].get(str(tmp_path / "wd"), -1)
         os.kill(pid, signal.SIGKILL)
         r = fut.result(timeout=60)
         assert r.status == "crashed" and "died" in r.error and "replaced" in r.error, r
@@ -114,17 +112,6 @@ def test_strict_mode_runs_isolated_here(tmp_path):
         assert r.status == "ok" and r.stdout == "True True\n", r
 
 
-def test_expose_plan_covers_untraversable_ancestors():
-    base = tempfile.mkdtemp()
-    os.chmod(base, 0o755)
-    locked = pathlib.Path(base) / "locked"
-    (locked / "py" / "lib").mkdir(parents=True)
-    locked.chmod(0o700)
-    plan = isolation.expose_plan([str(locked / "py"), str(locked / "py" / "lib"), "/usr"])
-    assert plan == [(str(locked), [str(locked / "py")])]
-    shutil.rmtree(base)
-
-
 def test_userns_path_isolates(tmp_path):
     """The unprivileged path (forced here, where we are root): same guarantees."""
     from sandbox_helpers import make_task
@@ -145,3 +132,25 @@ def test_userns_path_isolates(tmp_path):
         assert r.status == "ok" and r.stdout == "hidden\nro\n2\n", r
         r = farm.submit(Job(workdir=str(tmp_path / "wd"), code="while True: pass", timeout_s=0.5)).result()
         assert r.status == "timeout"
+
+
+def test_template_made_before_a_host_mount_is_not_used(farm, tmp_path):
+    """Templates copy the host's mounts when made: a job whose input was mounted later
+    must not see the directory under it (the worker retries with a fresh template)."""
+    if farm.stats()["isolation"] != "root":
+        pytest.skip("mounting on the host needs root")
+    public = tmp_path / "public"
+    public.mkdir()
+    (public / "under.txt").write_text("under")
+    code = "import os\nprint(sorted(os.listdir('input')))"
+    job = Job(workdir=str(tmp_path / "wd"), code=code, inputs={"input": str(public)})
+    assert farm.submit(job).result().stdout == "['under.txt']\n"
+    time.sleep(0.2)  # the next templates exist now, with the old view
+    isolation.mount("tmpfs", str(public), "tmpfs", 0, "size=64k")
+    try:
+        (public / "mounted.txt").write_text("later")
+        r = farm.submit(Job(workdir=str(tmp_path / "wd"), code=code,
+                            inputs={"input": str(public)})).result()
+    finally:
+        isolation.umount(str(public))
+    assert r.status == "ok" and r.stdout == "['mounted.txt']\n", r

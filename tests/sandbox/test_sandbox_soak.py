@@ -54,7 +54,7 @@ def test_soak_1000_mixed_jobs(tmp_path):
                 kills += 1
         results = [f.result(timeout=600) for f in futures]
         stats = farm.stats()
-        uids = [u for u in stats["worker_uids"] if u is not None]
+        uids = set(stats["trajectory_uids"].values())
         last = farm.submit(Job(workdir=str(tmp_path / "last"), code="print('fine')")).result()
     assert len(results) == 1000
     assert [r.job_id for r in results] == [j.job_id for j in jobs]
