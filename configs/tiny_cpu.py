@@ -32,6 +32,8 @@ def get_config(arg=None):
     config.seed = arg.seed
     config.log_every = 5
     config.multihost = False
+    config.dry_run = False                # print the sharding plan and memory, then stop
+    config.dry_run_topology = "cpu-8"
     config.mesh = ml_collections.ConfigDict({"shape": (1, 1, 1, 1)})
 
     config.tasks = ml_collections.ConfigDict()
@@ -39,10 +41,11 @@ def get_config(arg=None):
     config.tasks.num_train = 0            # 0 = the whole split
     config.tasks.num_validation = 0
     from configs import envgen
-    config.tasks.envgen = envgen.get_config("runlocal")
-    config.tasks.envgen.seed = arg.seed
-    config.tasks.envgen.num_candidates = 48
-    config.tasks.envgen.target_accepted = 24
+    config.tasks.envgen = envgen.get_config(f"runlocal,fast,n=24,seed={arg.seed}")
+    # A CPU-sized mix: mostly tables, text and series (cheap to run), some images and graphs.
+    config.tasks.envgen.mix.modality = {"tabular": 0.40, "text": 0.15, "timeseries": 0.15,
+                                        "image": 0.15, "graph": 0.10, "multimodal": 0.05,
+                                        "audio": 0.0}
     config.tasks.envgen.validation_fraction = 1 / 3
 
     config.tokenizer = ml_collections.ConfigDict({"path": "", "vocab_size": 2048})
@@ -108,8 +111,12 @@ def get_config(arg=None):
     if arg.quick:
         config.tasks.envgen.num_candidates = 8
         config.tasks.envgen.target_accepted = 4
+        config.tasks.envgen.mix.modality = {"tabular": 1.0}
         config.tasks.envgen.validation_fraction = 0.5
+        config.model.overrides.num_hidden_layers = 1
+        config.agent.description_max_tokens = 64
         config.sft.steps = 4
+        config.sft.batch_size = 2
         config.sft.demos_per_task = 1
         config.rl.steps = 2
         config.rl.tasks_per_step = 1
@@ -124,7 +131,7 @@ def get_config(arg=None):
         config.sft.steps = arg.sft_steps
     config.resume_safe_fields = ("rl.steps", "eval.every_steps", "log_every",
                                  "checkpoint.every_steps", "checkpoint.max_to_keep",
-                                 "checkpoint.keep_every", "farm.num_workers", "rl.overlap")
+                                 "checkpoint.keep_every", "farm.num_workers", "rl.overlap", "dry_run")
     return config
 
 

@@ -61,19 +61,21 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> Any:
 
 
 def policy_model(config: ml_collections.ConfigDict, vocab_size: int, mesh: Any,
-                 rules: Any) -> Any:
+                 rules: Any, critic: bool = False) -> Any:
     """The policy: loaded from config.model.hf_path onto the mesh, or created on its
-    shards from config.model.preset (seed config.seed)."""
+    shards from config.model.preset (seed config.seed). `critic`: the PPO critic, a
+    separate Qwen3 trunk with a zero-initialised value head, from the same weights."""
     from sandmle.models import hf, qwen3
+    cls = qwen3.Qwen3Critic if critic else qwen3.Qwen3
     cfg = model_config(config, vocab_size)
     if cfg.vocab_size < vocab_size:
         raise UserError(f"config.model: vocab_size {cfg.vocab_size} is smaller than the "
                         f"tokenizer's {vocab_size} ids")
     if config.model.hf_path:
-        return hf.from_pretrained(config.model.hf_path, mesh=mesh, rules=rules,
+        return hf.from_pretrained(config.model.hf_path, mesh=mesh, rules=rules, model_cls=cls,
                                   **(config.model.overrides.to_dict()
                                      if config.model.get("overrides") else {}))
-    return qwen3.create_sharded(cfg, mesh, rules, seed=config.seed)
+    return qwen3.create_sharded(cfg, mesh, rules, seed=config.seed, model_cls=cls)
 
 
 def mesh_and_rules(config: ml_collections.ConfigDict) -> tuple[Any, Any]:

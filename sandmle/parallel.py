@@ -231,7 +231,13 @@ def maybe_initialize_distributed(enabled: bool, **kwargs: Any) -> bool:
     """
     if not enabled:
         return False
-    jax.distributed.initialize(**kwargs)
+    try:
+        jax.distributed.initialize(**kwargs)
+    except ValueError as e:  # no cluster found: say so in one line
+        from sandmle.errors import UserError
+        raise UserError(f"--multihost: jax.distributed.initialize failed ({e}); run it on "
+                        f"every worker of a TPU pod, under SLURM / Open MPI, or set "
+                        f"JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID") from None
     logging.info("jax.distributed initialised: process %d of %d, %d local / %d global devices",
                  jax.process_index(), jax.process_count(),
                  jax.local_device_count(), jax.device_count())

@@ -142,7 +142,9 @@ def run_rl(run: Any, learner: Any, state: Any, loop: dict, guard: Any) -> tuple[
                           "time/farm_idle_s": s["farm_idle_s"],
                           "rollout/trajectories_per_min": s["trajectories_per_min"]})
                 loop.update(rl_step=k, step=step, sampler=sampler.state())
-                if c.eval.every_steps and (k % c.eval.every_steps == 0 or k == c.rl.steps):
+                if k == c.rl.steps:
+                    loop["phase"] = "done"
+                if (c.eval.every_steps and k % c.eval.every_steps == 0) or k == c.rl.steps:
                     if ahead is not None:  # one rollout at a time through the policy
                         ahead = _done(ahead.result())
                     ev = run.evaluate(state.params["policy"], state.extra["policy"],

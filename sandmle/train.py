@@ -35,6 +35,7 @@ from sandmle.agent.rollout import Rollouts, TaskRef
 from sandmle.agent.trajectory import dumps, loads, to_batch
 from sandmle.errors import UserError
 from sandmle.regression import BatchSampler
+from sandmle.rl import advantages as adv_lib
 from sandmle.rl import sft as sft_lib
 from sandmle.rl.learner import Learner
 
@@ -253,12 +254,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        phases: tuple[str, ...] = ("sft", "rl")) -> dict[str, Any]:
     """Runs the job (see the module docstring); returns the evaluation table."""
     from sandmle import rl_steps
+    if config.get("dry_run", False):
+        from sandmle import dryrun
+        print(dryrun.report(config), flush=True)
+        return {"dry_run": True}
     run = Run(config, workdir)
     try:
         def make_learner(params):
             if params is not None:
                 nnx.update(run.model, params["policy"], run.init_extra)
-            return Learner(run.model, config.rl, run.mesh, run.rules)
+            critic = None
+            if adv_lib.needs_critic(config.rl.advantage):
+                critic = build.policy_model(config, run.tok.vocab_size, run.mesh, run.rules,
+                                            critic=True)
+            return Learner(run.model, config.rl, run.mesh, run.rules, critic=critic)
 
         state, loop, learner = _restore(run, make_learner)
         loop = loop or _new_loop(config, run)
@@ -291,8 +300,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 state, stopped = rl_steps.run_rl(run, learner, state, loop, guard)
                 if stopped:
                     return _finish(run, loop, preempted=True)
-                loop["phase"] = "done"
-                run.save(loop["step"], state, loop, {})
         return _finish(run, loop)
     finally:
         run.ckpt.close()

@@ -91,7 +91,7 @@ class AgentEnv:
         """Frees the workdir (kept when `keep` or config.keep_workdirs)."""
         keep = self.config.keep_workdirs if keep is None else keep
         release = getattr(self.farm, "release", None)
-        if release is not None:
+        if release is not None:  # the farm returns the trajectory's identity (uid, quota)
             release(str(self.workdir), delete=not keep)
-        elif not keep:
+        if not keep:  # also when no job ever ran here (the farm deletes only its own)
             shutil.rmtree(self.workdir, ignore_errors=True)
