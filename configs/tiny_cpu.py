@@ -34,7 +34,7 @@ def get_config(arg=None):
     config.multihost = False
     config.dry_run = False                # print the sharding plan and memory, then stop
     config.dry_run_topology = "cpu-8"
-    config.mesh = ml_collections.ConfigDict({"shape": (1, 1, 1, 1)})
+    config.mesh = ml_collections.ConfigDict({"shape": (-1, 1, 1, 1)})  # data-parallel
 
     config.tasks = ml_collections.ConfigDict()
     config.tasks.dir = arg.tasks          # '' = generate into <workdir>/envgen once

@@ -19,6 +19,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("time/", "wall_s", "per_min", "per_sec", "seconds")
+# One CPU device, as on a laptop (conftest gives the test process 8 fake ones).
+ENV = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
 
 
 def _cmd(workdir, *extra, arg="quick,rl_steps=3"):
@@ -28,7 +30,7 @@ def _cmd(workdir, *extra, arg="quick,rl_steps=3"):
 
 def _run(workdir, *extra, arg="quick,rl_steps=3", check=True):
     return subprocess.run(_cmd(workdir, *extra, arg=arg), cwd=ROOT, capture_output=True,
-                          text=True, timeout=1500, check=check)
+                          text=True, timeout=1500, check=check, env=ENV)
 
 
 def _records(workdir):
@@ -73,7 +75,7 @@ def test_kill9_then_rerun_logs_what_an_uninterrupted_run_logs(reference, tmp_pat
     tasks = f"tasks={reference / 'envgen'}"
     proc = subprocess.Popen(_cmd(work, arg=f"quick,rl_steps=3,{tasks}"), cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, env=ENV)
     metrics = work / "metrics.jsonl"
     deadline = time.time() + 1200
     while time.time() < deadline and proc.poll() is None:
@@ -95,7 +97,8 @@ def test_sigterm_saves_and_exits_0_then_resumes(reference, tmp_path):
     work = tmp_path / "c"
     tasks = f"tasks={reference / 'envgen'}"
     proc = subprocess.Popen(_cmd(work, arg=f"quick,rl_steps=3,{tasks}"), cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=ENV)
     metrics = work / "metrics.jsonl"
     deadline = time.time() + 1200
     while time.time() < deadline and proc.poll() is None:
