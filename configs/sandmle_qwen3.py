@@ -96,7 +96,7 @@ def get_config(arg=None):
         config.rl.advantage = "gae"
 
     config.eval = ml_collections.ConfigDict({"samples_per_task": 1, "every_steps": 20,
-                                             "at_start": True})
+                                             "at_start": True, "start_samples_per_task": 1})
     config.checkpoint = checkpoint_config()
     config.checkpoint.every_steps = 10
     config.farm = farm_config()

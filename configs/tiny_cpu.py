@@ -62,10 +62,10 @@ def get_config(arg=None):
     config.agent.exec_timeout_s = 60.0
     config.agent.trajectory_timeout_s = 600.0
     config.agent.max_new_tokens = 640
-    config.agent.max_context_tokens = 3072
-    config.agent.description_max_tokens = 384
-    config.agent.observation_max_tokens = 160
-    config.agent.tools = ("execute_python", "validate")
+    config.agent.max_context_tokens = 2048
+    config.agent.description_max_tokens = 96
+    config.agent.observation_max_tokens = 128
+    config.agent.tools = ("execute_python",)
     config.agent.show_seconds = False     # reproducible observations (exact resume)
     config.rollout = rollout_config()
     config.rollout.backend = "lockstep"
@@ -86,22 +86,20 @@ def get_config(arg=None):
     config.sft.optim.schedule = "cosine"
     config.sft.optim.total_steps = config.sft.get_ref("steps")
     config.sft.demos_per_task = 8
-    config.sft.bug_rate = 0.15
-    config.sft.min_reward = 0.0
+    config.sft.bug_rate = 0.1
+    config.sft.thorough_rate = 0.25
+    config.sft.max_seq_len = 1280
 
     config.rl = rl_config()
     config.rl.temperature = temperature
     config.rl.steps = 16
     config.rl.tasks_per_step = 8
     config.rl.group_size = 4
-    config.rl.ppo_epochs = 1
-    config.rl.num_minibatches = 1
-    config.rl.overlap = False
     config.rl.optim.lr = 2e-4
     config.rl.loss_agg = "seq-mean-token-mean"
 
     config.eval = ml_collections.ConfigDict({"samples_per_task": 4, "every_steps": 0,
-                                             "at_start": True})
+                                             "at_start": True, "start_samples_per_task": 1})
     config.checkpoint = checkpoint_config()
     config.checkpoint.every_steps = 4
     config.checkpoint.async_save = False

@@ -120,22 +120,24 @@ class Run:
         return LockstepPolicy(sampler, params, stops, seed=c.seed)
 
     def seq_len(self, trajectories: list) -> int:
-        """Learner sequence length: a power of two >= the longest segment (few shapes)."""
+        """Learner sequence length: the longest segment rounded up to `rl.seq_multiple`
+        (few distinct shapes, so few compiled programs)."""
         longest = max(len(s) for t in trajectories for s in t.segments)
-        n = 1 << max(longest - 1, 255).bit_length()
-        return int(min(n, self.config.agent.max_context_tokens))
+        m = self.config.rl.seq_multiple
+        return int(-(-longest // m) * m)
 
     def rows_multiple(self, minibatches: int = 1) -> int:
         shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"] * self.mesh.shape["expert"]
         return int(shards * minibatches)
 
     # ---- evaluation ---------------------------------------------------------------------------
-    def evaluate(self, params: Any, extra: Any, name: str, step: int) -> dict[str, float]:
+    def evaluate(self, params: Any, extra: Any, name: str, step: int,
+                 samples: int | None = None) -> dict[str, float]:
         """Rollouts of the current policy on the validation tasks; scalar metrics."""
         c = self.config.eval
         self.policy.set_params(params, extra)
         refs = [TaskRef(t, g, s) for g, t in enumerate(self.tasks.validation)
-                for s in range(c.samples_per_task)]
+                for s in range(samples or c.samples_per_task)]
         out = self.rollouts.run(refs, self.workdir / "eval_runs" / name,
                                 seed=_seed(self.config.seed, 7, step))
         m = summary.summarize(out.trajectories)
@@ -158,7 +160,7 @@ class Run:
             return loads(path.read_text())
         c = self.config
         pol = expert.ExpertPolicy(self.tok, tools=tuple(c.agent.tools), seed=c.seed,
-                                  bug_rate=c.sft.bug_rate)
+                                  bug_rate=c.sft.bug_rate, thorough_rate=c.sft.thorough_rate)
         rollouts = Rollouts(pol, self.tok, self.farm, c.agent, c.rollout)
         refs = [TaskRef(t, g, s) for g, t in enumerate(self.tasks.train)
                 for s in range(c.sft.demos_per_task)]
@@ -183,7 +185,15 @@ class Run:
         demos = self.demonstrations()
         rows = [{"tokens": s.tokens, "loss_mask": s.loss_mask} for t in demos
                 for s in t.segments]
-        seq_len = self.seq_len(demos)
+        seq_len = c.sft.max_seq_len or self.seq_len(demos)
+        kept = [r for r in rows if len(r["tokens"]) <= seq_len]
+        if not kept:
+            raise UserError(f"every demonstration is longer than config.sft.max_seq_len "
+                            f"{seq_len}")
+        if len(kept) < len(rows):
+            logging.info("seed-sft: %d of %d demonstration rows are longer than %d tokens "
+                         "and left out", len(rows) - len(kept), len(rows), seq_len)
+        rows = kept
         nnx.update(self.model, self.init_params, self.init_extra)
         trainer = sft_lib.SFTTrainer(self.model, c.sft, self.mesh, self.rules)
         if state is None:
@@ -276,7 +286,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         with preemption.PreemptionGuard() as guard:
             evals = loop["evals"]
             if "start" not in evals and config.eval.at_start:
-                evals["start"] = run.evaluate(run.init_params, run.init_extra, "start", 0)
+                evals["start"] = run.evaluate(run.init_params, run.init_extra, "start", 0,
+                                              config.eval.start_samples_per_task)
                 run.writer.write_scalars(0, {f"eval_start/{k}": v for k, v in
                                              evals["start"].items()})
             if loop["phase"] == "sft":

@@ -112,7 +112,7 @@ class Choices:
 
 
 def draw_choices(rng: np.random.Generator, bug_rate: float = 0.15,
-                 model: str | None = None) -> Choices:
+                 model: str | None = None, thorough_rate: float = 0.6) -> Choices:
     """Random choices of one demonstration."""
     if model is None:
         weights = np.array([m[2] for m in MODELS])
@@ -121,7 +121,7 @@ def draw_choices(rng: np.random.Generator, bug_rate: float = 0.15,
               "d": int(rng.choice([3, 6, 10])), "c": float(rng.choice([0.1, 1.0])),
               "a": float(rng.choice([1.0, 10.0]))}
     return Choices(model=model, params=params, text=bool(rng.random() < 0.8),
-                   media=bool(rng.random() < 0.8), thorough=bool(rng.random() < 0.6),
+                   media=bool(rng.random() < 0.8), thorough=bool(rng.random() < thorough_rate),
                    bug=bool(rng.random() < bug_rate))
 
 
@@ -159,18 +159,21 @@ class ExpertPolicy:
       seed: seed of the choices; row r of a batch draws from (seed, r).
       bug_rate: fraction of demonstrations whose first solution has a planted bug.
       model: force one model family (None: drawn).
+      thorough_rate: fraction of demonstrations that inspect, validate and score.
     """
 
     name = "expert"
     gathers = False
 
     def __init__(self, tokenizer: Any, tools: tuple[str, ...] = ("execute_python", "validate"),
-                 seed: int = 0, bug_rate: float = 0.15, model: str | None = None):
+                 seed: int = 0, bug_rate: float = 0.15, model: str | None = None,
+                 thorough_rate: float = 0.6):
         self.tok = tokenizer
         self.tools = tuple(tools)
         self.seed = seed
         self.bug_rate = bug_rate
         self.model = model
+        self.thorough_rate = thorough_rate
         self._plans: dict[int, _Plan] = {}
         self._queue: list[TurnRequest] = []
 
@@ -192,7 +195,8 @@ class ExpertPolicy:
     def _plan(self, row: int) -> _Plan:
         if row not in self._plans:
             rng = np.random.default_rng((self.seed, row))
-            self._plans[row] = _Plan(draw_choices(rng, self.bug_rate, self.model))
+            self._plans[row] = _Plan(draw_choices(rng, self.bug_rate, self.model,
+                                                  self.thorough_rate))
         return self._plans[row]
 
     def step(self) -> list[TurnOutput]:

@@ -10,6 +10,10 @@ def default_config() -> ml_collections.ConfigDict:
     step, lr 1e-6, clip 0.2 / 0.28, no KL, seq-mean-token-mean, temperature 1.0."""
     c = ml_collections.ConfigDict()
     c.algorithm = "grpo"               # grpo | ppo (ppo trains a critic too)
+    c.steps = 100                      # RL steps of the train job
+    c.ppo_epochs = 1                   # passes over each step's batch
+    c.num_minibatches = 1              # optimizer updates per pass
+    c.overlap = False                  # rollouts of step t+1 while step t updates
     c.advantage = "grpo"               # see sandmle.rl.advantages.ADVANTAGES
     c.std_normalize = True             # grpo: divide by the group std
     c.gamma = 1.0                      # gae
@@ -34,6 +38,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.optim = optimizer_config(lr=1e-6)
     c.critic_lr = 1e-5                 # ppo critic
     c.micro_batch_size = 0             # 0: the whole batch at once
+    c.seq_multiple = 256               # learner rows are padded to a multiple of this
     c.compute_dtype = "float32"        # bfloat16: bf16 compute over fp32 master weights
     c.param_dtype = "float32"
     return c
@@ -66,4 +71,9 @@ def sft_config() -> ml_collections.ConfigDict:
     c.param_dtype = "float32"
     c.loss_agg = "token-mean"
     c.logprob_chunk = 512
+    c.demos_per_task = 1               # expert trajectories per train task
+    c.bug_rate = 0.15                  # demonstrations with a planted bug (fixed next turn)
+    c.thorough_rate = 0.6              # demonstrations that inspect, validate and score
+    c.min_reward = 0.0                 # keep demonstrations with at least this reward
+    c.max_seq_len = 0                  # longer demonstration rows are left out (0: none)
     return c

@@ -1,0 +1,39 @@
+"""A train-job `Run` with a briefly fine-tuned tiny policy, shared by the rollout and
+train-step benchmarks: they need a policy that makes real tool calls, so that the farm and
+the sampler both have work, which a random model never gives them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def tuned_run(tasks: str, workdir: str, sft_steps: int, overrides: dict | None = None):
+    """(run, params, extra): `configs/tiny_cpu.py` on `tasks` after `sft_steps` of Seed-SFT
+    on the expert's demonstrations (0: the untrained tiny model)."""
+    from configs import tiny_cpu
+    from sandmle import metrics, preemption, train
+    config = tiny_cpu.get_config(f"tasks={tasks}")
+    config.sft.steps = sft_steps
+    for key, value in (overrides or {}).items():
+        node = config
+        *path, last = key.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = value
+    os.makedirs(workdir, exist_ok=True)
+    run = train.Run(config, workdir)
+    run.writer = metrics.MetricWriter(workdir)
+    params, extra = run.init_params, run.init_extra
+    if sft_steps:
+        loop = {"sft_step": 0, "step": 0}
+        with preemption.PreemptionGuard() as guard:
+            state, _ = run.run_sft(loop, guard)
+        params = state.params["policy"]
+    return run, params, extra
