@@ -52,6 +52,7 @@ CONSOLE_SCRIPTS = [
     "sandmle-import=sandmle.tasks.import_cli:run",
     "sandmle-inspect=sandmle.inspector:run",
     "sandmle-params=sandmle.models.params:run",
+    "sandmle-eval=sandmle.eval_cli:run",
 ]
 
 setup(
