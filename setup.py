@@ -53,6 +53,7 @@ CONSOLE_SCRIPTS = [
     "sandmle-inspect=sandmle.inspector:run",
     "sandmle-params=sandmle.models.params:run",
     "sandmle-eval=sandmle.eval_cli:run",
+    "sandmle-report=sandmle.report_cli:run",
 ]
 
 setup(
