@@ -54,6 +54,7 @@ CONSOLE_SCRIPTS = [
     "sandmle-params=sandmle.models.params:run",
     "sandmle-eval=sandmle.eval_cli:run",
     "sandmle-report=sandmle.report_cli:run",
+    "sandmle-export=sandmle.export:run",
 ]
 
 setup(
