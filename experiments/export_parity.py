@@ -69,8 +69,8 @@ def parity(checkpoint: str, out: str | os.PathLike, length: int = 48) -> dict[st
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sandmle import build, config_lib
-    from sandmle.eval_sources import find_checkpoint, restore_policy_params
+    from sandmle import build
+    from sandmle.eval_sources import load_checkpoint
     from sandmle.export import export
     done = export(checkpoint, out, overwrite=True)
     hf_tok = AutoTokenizer.from_pretrained(out)
@@ -83,11 +83,8 @@ def parity(checkpoint: str, out: str | os.PathLike, length: int = 48) -> dict[st
     model_hf = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     with torch.no_grad():
         theirs = model_hf(torch.tensor([ids])).logits[0].numpy()
-    run_dir, ckpt_dir, named = find_checkpoint(checkpoint)
-    run = ml_collections.ConfigDict(config_lib.read_config_json(run_dir))
     mesh, rules = build.mesh_and_rules(ml_collections.ConfigDict({"mesh": {"shape": (1, 1, 1, 1)}}))
-    model = build.policy_model(run, hf_tok.__len__(), mesh, rules)
-    restore_policy_params(ckpt_dir, done["step"], model)
+    model = load_checkpoint(checkpoint, done["step"], mesh, rules)[0]
     tokens = np.asarray([ids], np.int32)
     ours, _ = model(tokens, np.arange(len(ids), dtype=np.int32)[None], np.ones_like(tokens, bool))
     diff = float(np.abs(np.asarray(ours[0]) - theirs).max())

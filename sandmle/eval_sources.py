@@ -167,24 +167,51 @@ def restore_policy_params(ckpt_dir: Path, step: int | None, model: Any) -> int:
     raise UserError(f"checkpoint in {ckpt_dir} could not be restored ({'; '.join(errors)})")
 
 
-def _checkpoint_source(config: ml_collections.ConfigDict, workdir: Path) -> Source:
+def load_checkpoint(path: str, step: int | None, mesh: Any, rules: Any
+                    ) -> tuple[Any, Any, dict, Path, int]:
+    """(model, tokenizer, the run's config dict, checkpoints dir, step) of a train checkpoint:
+    the run's tokenizer and model config, the policy parameters of `step` (None: the step the
+    path names, else the newest that restores)."""
     from sandmle import build, config_lib
-    run_dir, ckpt_dir, named = find_checkpoint(config.policy.path)
+    run_dir, ckpt_dir, named = find_checkpoint(path)
     try:
         run = config_lib.read_config_json(run_dir)
     except (OSError, ValueError) as e:
-        raise UserError(f"checkpoint {config.policy.path}: its run's config.json in {run_dir} "
-                        f"is missing or unreadable ({e})") from None
-    step = named if named is not None else (None if config.policy.step < 0
-                                            else int(config.policy.step))
-    run_cfg = ml_collections.ConfigDict(run)
+        raise UserError(f"checkpoint {path}: its run's config.json in {run_dir} is missing "
+                        f"or unreadable ({e})") from None
     tok_cfg = ml_collections.ConfigDict({"tokenizer": run.get("tokenizer", {"path": ""})})
     if not tok_cfg.tokenizer.get("path"):
         tok_cfg.tokenizer.path = str(run_dir / build.TOKENIZER_DIR)
     tok = build.tokenizer(tok_cfg, run_dir)
+    model = build.policy_model(ml_collections.ConfigDict(run), tok.vocab_size, mesh, rules)
+    step = restore_policy_params(ckpt_dir, named if named is not None else step, model)
+    return model, tok, run, ckpt_dir, step
+
+
+def load_hf(path: str, tokenizer_path: str, mesh: Any, rules: Any,
+            overrides: dict | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) of a Hugging Face Qwen3 directory (its own tokenizer unless
+    `tokenizer_path`)."""
+    from sandmle import build
+    from sandmle.models import hf
+    p = Path(path).resolve()
+    if not (p / "config.json").is_file():
+        raise UserError(f"no Hugging Face model at {p} (it needs config.json and "
+                        f"model.safetensors)")
+    tok = build.tokenizer(ml_collections.ConfigDict(
+        {"tokenizer": {"path": tokenizer_path or str(p)}}), p)
+    try:
+        model = hf.from_pretrained(p, mesh=mesh, rules=rules, **(overrides or {}))
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"Hugging Face model {p}: {e}") from None
+    return model, tok
+
+
+def _checkpoint_source(config: ml_collections.ConfigDict, workdir: Path) -> Source:
+    from sandmle import build
     mesh, rules = build.mesh_and_rules(config)
-    model = build.policy_model(run_cfg, tok.vocab_size, mesh, rules)
-    step = restore_policy_params(ckpt_dir, step, model)
+    step = None if config.policy.step < 0 else int(config.policy.step)
+    model, tok, run, ckpt_dir, step = load_checkpoint(config.policy.path, step, mesh, rules)
     own = not config.policy.run_settings
     agent = config.agent if own else _section(run, "agent", config.agent)
     rollout = config.rollout if own else _section(run, "rollout", config.rollout)
@@ -199,22 +226,12 @@ def _checkpoint_source(config: ml_collections.ConfigDict, workdir: Path) -> Sour
 
 def _hf_source(config: ml_collections.ConfigDict, workdir: Path) -> Source:
     from sandmle import build
-    from sandmle.models import hf
-    path = Path(config.policy.path).resolve()
-    if not (path / "config.json").is_file():
-        raise UserError(f"no Hugging Face model at {path} (it needs config.json and "
-                        f"model.safetensors)")
-    tok_cfg = ml_collections.ConfigDict({"tokenizer": {"path": config.tokenizer.path or
-                                                       str(path)}})
-    tok = build.tokenizer(tok_cfg, workdir)
     mesh, rules = build.mesh_and_rules(config)
-    try:
-        model = hf.from_pretrained(path, mesh=mesh, rules=rules,
-                                   **config.model.overrides.to_dict())
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"Hugging Face model {path}: {e}") from None
+    model, tok = load_hf(config.policy.path, config.tokenizer.path, mesh, rules,
+                         config.model.overrides.to_dict())
     policy = build.sampling_policy(config, model, tok, mesh, rules)
-    identity = {"kind": "hf", "path": str(path), "sampling": config.sampling.to_dict()}
+    path = str(Path(config.policy.path).resolve())
+    identity = {"kind": "hf", "path": path, "sampling": config.sampling.to_dict()}
     return Source(f"HF model {path}", identity, policy, tok, config.agent, config.rollout)
 
 

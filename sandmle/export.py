@@ -31,25 +31,15 @@ def export(checkpoint: str, out: str | os.PathLike, step: int | None = None,
     import ml_collections
     import numpy as np
 
-    from sandmle import build, config_lib
-    from sandmle.eval_sources import find_checkpoint, restore_policy_params
+    from sandmle import build
+    from sandmle.eval_sources import load_checkpoint
     from sandmle.models import hf
     out = Path(out).resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UserError(f"{out} exists and is not empty; choose a new --out or --overwrite")
-    run_dir, ckpt_dir, named = find_checkpoint(checkpoint)
-    try:
-        run = ml_collections.ConfigDict(config_lib.read_config_json(run_dir))
-    except (OSError, ValueError) as e:
-        raise UserError(f"checkpoint {checkpoint}: its run's config.json in {run_dir} is "
-                        f"missing or unreadable ({e})") from None
-    tok_path = run.get("tokenizer", {}).get("path") or str(run_dir / build.TOKENIZER_DIR)
-    tok = build.tokenizer(ml_collections.ConfigDict({"tokenizer": {"path": tok_path}}),
-                          run_dir)
     one = ml_collections.ConfigDict({"mesh": {"shape": (1, 1, 1, 1)}})
     mesh, rules = build.mesh_and_rules(one)
-    model = build.policy_model(run, tok.vocab_size, mesh, rules)
-    step = restore_policy_params(ckpt_dir, named if named is not None else step, model)
+    model, tok, _, ckpt_dir, step = load_checkpoint(checkpoint, step, mesh, rules)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     files = hf.save_pretrained(model, tmp, dtype=np.dtype(dtype) if dtype else None)
