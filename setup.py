@@ -55,6 +55,7 @@ CONSOLE_SCRIPTS = [
     "sandmle-eval=sandmle.eval_cli:run",
     "sandmle-report=sandmle.report_cli:run",
     "sandmle-export=sandmle.export:run",
+    "sandmle-serve=sandmle.serve:run",
 ]
 
 setup(
