@@ -45,12 +45,12 @@ def make_tiny_run(workdir: str | os.PathLike, seed: int = 0, step: int = 3) -> P
     work.mkdir(parents=True, exist_ok=True)
     build_test_tokenizer(work / build.TOKENIZER_DIR, vocab_size=1024, seed=seed)
     config = tiny_cpu.get_config(f"quick,seed={seed}")
-    config.mesh.shape = (1, 1, 1, 1)
+    config.mesh.shape = (-1, 1, 1, 1)
     config_lib.write_config(config, work)
     tok = build.tokenizer(config, work)
     mesh, rules = build.mesh_and_rules(config)
     model = build.policy_model(config, tok.vocab_size, mesh, rules)
-    params = nnx.state(model, nnx.Param).to_pure_dict()
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
     params = jax.tree.unflatten(tree, [x + 0.02 * jax.random.normal(k, x.shape, x.dtype)
@@ -83,7 +83,7 @@ def parity(checkpoint: str, out: str | os.PathLike, length: int = 48) -> dict[st
     model_hf = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     with torch.no_grad():
         theirs = model_hf(torch.tensor([ids])).logits[0].numpy()
-    mesh, rules = build.mesh_and_rules(ml_collections.ConfigDict({"mesh": {"shape": (1, 1, 1, 1)}}))
+    mesh, rules = build.mesh_and_rules(ml_collections.ConfigDict({"mesh": {"shape": (-1, 1, 1, 1)}}))
     model = load_checkpoint(checkpoint, done["step"], mesh, rules)[0]
     tokens = np.asarray([ids], np.int32)
     ours, _ = model(tokens, np.arange(len(ids), dtype=np.int32)[None], np.ones_like(tokens, bool))

@@ -78,7 +78,7 @@ def apply_flags(config: ml_collections.ConfigDict, fv: flags.FlagValues) -> None
 
 def main(argv: list[str]) -> None:
     from sandmle import jobs, resume
-    from sandmle.evaluate import check_workdir_compatible, validate_config
+    from sandmle.evaluate import check_workdir_compatible
     if len(argv) > 1:
         raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
     fv = flags.FLAGS
@@ -89,7 +89,6 @@ def main(argv: list[str]) -> None:
         apply_flags(config, fv)
     if config.policy.kind == "checkpoint" and config.policy.path:
         config.policy.path = os.path.abspath(config.policy.path)
-    validate_config(config)
     workdir = resume.check_workdir(fv.workdir)
     check_workdir_compatible(config, workdir)
     jobs.run(config, workdir)

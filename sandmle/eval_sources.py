@@ -29,11 +29,11 @@ def _is_task(path: Path) -> bool:
     return (path / "public" / "description.md").is_file() and (path / "private").is_dir()
 
 
-def _mlebench_tasks(root: Path, workdir: Path) -> list[str]:
+def _mlebench_tasks(root: Path, workdir: Path | None) -> list[str]:
     from sandmle.tasks import mlebench
     comps = mlebench.find_competitions(root)
-    if not comps:
-        return []
+    if not comps or workdir is None:  # None: only check that there is something
+        return [str(c) for c in comps]
     out_dir = workdir / "mlebench_tasks"
     out: list[str] = []
     for comp in comps:
@@ -47,7 +47,7 @@ def _mlebench_tasks(root: Path, workdir: Path) -> list[str]:
     return out
 
 
-def _tasks_of(path: Path, split: str, workdir: Path) -> list[str]:
+def _tasks_of(path: Path, split: str, workdir: Path | None) -> list[str]:
     if not path.exists():
         raise UserError(f"task set {path}: no such file or directory")
     if not path.is_dir():
@@ -62,8 +62,10 @@ def _tasks_of(path: Path, split: str, workdir: Path) -> list[str]:
     return tasks or _mlebench_tasks(path, workdir)
 
 
-def resolve_tasks(spec: str, split: str, num_tasks: int, workdir: str | Path) -> list[str]:
-    """Task directories of an evaluation, in a fixed order (see the module docstring)."""
+def resolve_tasks(spec: str, split: str, num_tasks: int, workdir: str | Path | None
+                  ) -> list[str]:
+    """Task directories of an evaluation, in a fixed order (see the module docstring).
+    `workdir` None checks the task set without importing MLE-bench competitions."""
     if split not in SPLITS:
         raise UserError(f"config.tasks.split must be one of {', '.join(SPLITS)}, got {split!r}")
     paths = [p.strip() for p in str(spec).split(",") if p.strip()]
@@ -72,7 +74,7 @@ def resolve_tasks(spec: str, split: str, num_tasks: int, workdir: str | Path) ->
                         "a task directory, or MLE-bench prepared competitions)")
     tasks: list[str] = []
     for p in paths:
-        tasks += _tasks_of(Path(p).resolve(), split, Path(workdir))
+        tasks += _tasks_of(Path(p).resolve(), split, None if workdir is None else Path(workdir))
     seen: dict[str, str] = {}
     for t in tasks:
         name = Path(t).name
@@ -141,7 +143,7 @@ def restore_policy_params(ckpt_dir: Path, step: int | None, model: Any) -> int:
     from flax import nnx
 
     from sandmle import checkpoint
-    target = nnx.state(model, nnx.Param).to_pure_dict()
+    target = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     abstract = checkpoint.abstract_like(target)
     restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), abstract)
     steps = [step] if step is not None else list(reversed(checkpoint.list_step_dirs(ckpt_dir)))
@@ -238,22 +240,13 @@ def _hf_source(config: ml_collections.ConfigDict, workdir: Path) -> Source:
 def _openai_source(config: ml_collections.ConfigDict, workdir: Path,
                    tasks: list[str]) -> Source:
     from sandmle.agent.policy import OpenAIPolicy
-    from sandmle.envgen import llm
     from sandmle.sampling import config as sampling_config
-    url = config.policy.path.rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise UserError(f"config.policy.path {url!r} is not an http(s) base URL, e.g. "
-                        f"http://127.0.0.1:8000/v1")
     try:
         import openai
     except ImportError:
         raise UserError("the endpoint policy needs the openai client: "
                         "pip install 'sandmle[serve]'") from None
-    try:
-        llm.probe(ml_collections.ConfigDict({"base_url": url, "api_key": config.policy.api_key,
-                                             "timeout_s": 10.0, "probe_timeout_s": 10.0}))
-    except llm.LLMError as e:
-        raise UserError(f"endpoint {e}") from None
+    url = _probe(config.policy.path, config.policy.api_key)
     client = openai.OpenAI(base_url=url, api_key=config.policy.api_key or "EMPTY",
                            timeout=config.policy.timeout_s,
                            max_retries=config.policy.max_retries)
@@ -271,6 +264,34 @@ def _openai_source(config: ml_collections.ConfigDict, workdir: Path,
                 "sampling": config.sampling.to_dict()}
     return Source(f"endpoint {url} ({model})", identity, policy, tok, config.agent,
                   config.rollout, close=policy.close)
+
+
+def preflight(config: ml_collections.ConfigDict) -> None:
+    """The checks an evaluation can make before it writes anything: the task set is not
+    empty, the checkpoint or HF directory exists, the endpoint answers."""
+    resolve_tasks(config.tasks.dir, config.tasks.split, config.tasks.num_tasks, None)
+    kind, path = config.policy.kind, config.policy.path
+    if kind == "checkpoint":
+        find_checkpoint(path)
+    elif kind == "hf" and not (Path(path) / "config.json").is_file():
+        raise UserError(f"no Hugging Face model at {Path(path).resolve()} (it needs "
+                        f"config.json and model.safetensors)")
+    elif kind == "openai":
+        _probe(path, config.policy.api_key)
+
+
+def _probe(url: str, api_key: str) -> str:
+    from sandmle.envgen import llm
+    url = url.rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise UserError(f"config.policy.path {url!r} is not an http(s) base URL, e.g. "
+                        f"http://127.0.0.1:8000/v1")
+    try:
+        llm.probe(ml_collections.ConfigDict({"base_url": url, "api_key": api_key,
+                                             "timeout_s": 10.0, "probe_timeout_s": 10.0}))
+    except llm.LLMError as e:
+        raise UserError(f"endpoint {e}") from None
+    return url
 
 
 def build_source(config: ml_collections.ConfigDict, workdir: str | Path,

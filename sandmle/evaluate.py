@@ -57,6 +57,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise UserError("config.tasks.num_tasks must be >= 0 (0: every task)")
     if not str(config.tasks.dir).strip():
         raise UserError("no task set: give --tasks=DIR (config.tasks.dir)")
+    from sandmle.eval_sources import preflight
+    preflight(config)
 
 
 def _bound(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
@@ -147,7 +149,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     from sandmle import build, eval_sources, eval_table, metrics
     from sandmle.agent.rollout import Rollouts, TaskRef
     from sandmle.agent.trajectory import dumps
-    validate_config(config)
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     tasks = eval_sources.resolve_tasks(config.tasks.dir, config.tasks.split,

@@ -37,8 +37,8 @@ def export(checkpoint: str, out: str | os.PathLike, step: int | None = None,
     out = Path(out).resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UserError(f"{out} exists and is not empty; choose a new --out or --overwrite")
-    one = ml_collections.ConfigDict({"mesh": {"shape": (1, 1, 1, 1)}})
-    mesh, rules = build.mesh_and_rules(one)
+    every = ml_collections.ConfigDict({"mesh": {"shape": (-1, 1, 1, 1)}})
+    mesh, rules = build.mesh_and_rules(every)
     model, tok, _, ckpt_dir, step = load_checkpoint(checkpoint, step, mesh, rules)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -215,7 +215,7 @@ def main(argv: list[str]) -> None:
     from sandmle import build, eval_sources
     from sandmle.sampling import SamplingParams
     mesh, rules = build.mesh_and_rules(ml_collections.ConfigDict(
-        {"mesh": {"shape": (1, 1, 1, 1)}}))
+        {"mesh": {"shape": (-1, 1, 1, 1)}}))
     if fv.checkpoint:
         model, tok, _, ckpt_dir, step = eval_sources.load_checkpoint(fv.checkpoint, fv.step,
                                                                      mesh, rules)
