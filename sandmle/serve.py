@@ -49,11 +49,15 @@ class Scheduler:
     Args:
       engine: `add(Request) -> handle`, `step() -> [turn]`, `release(handle)`.
       request_cls: the engine's Request type.
-      gather_s: when idle, wait this long after a first request for others to join it.
+      gather_s: when idle, wait up to this long after a first request for others to join
+        it (a lock-step engine cannot add them once its batch has started).
+      max_batch: stop waiting as soon as this many requests are live.
     """
 
-    def __init__(self, engine: Any, request_cls: Any, gather_s: float = 0.01):
+    def __init__(self, engine: Any, request_cls: Any, gather_s: float = 0.01,
+                 max_batch: int = 16):
         self.engine, self.request_cls, self.gather_s = engine, request_cls, gather_s
+        self.max_batch = max_batch
         self.steps = 0
         self.max_live = 0
         self._inbox: queue.Queue = queue.Queue()
@@ -91,7 +95,15 @@ class Scheduler:
                 except queue.Empty:
                     continue
                 self._admit(first)
-                time.sleep(self.gather_s)
+                deadline = time.monotonic() + self.gather_s
+                while len(self._live) < self.max_batch:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    try:
+                        self._admit(self._inbox.get(timeout=left))
+                    except queue.Empty:
+                        break
             while True:
                 try:
                     self._admit(self._inbox.get_nowait())
@@ -189,6 +201,8 @@ def _define_flags() -> None:
     flags.DEFINE_integer("max_model_len", 4096, "prompt + completion tokens per request")
     flags.DEFINE_integer("max_tokens", 512, "completion tokens when a request gives none")
     flags.DEFINE_integer("num_slots", 16, "requests decoded together")
+    flags.DEFINE_integer("batch_wait_ms", 10, "when idle, how long a first request waits "
+                         "for others to share its batch (ends early once num_slots are in)")
     flags.DEFINE_float("temperature", 1.0, "sampling temperature (0: greedy)")
     flags.DEFINE_float("top_p", 1.0, "nucleus sampling")
 
@@ -200,9 +214,9 @@ def main(argv: list[str]) -> None:
     if bool(fv.checkpoint) == bool(fv.hf):
         raise UserError("give one model: --checkpoint=RUN_OR_STEP or --hf=DIR")
     if not 0 < fv.port < 65536 or fv.max_model_len < 2 or fv.num_slots < 1 or \
-            fv.max_tokens < 1 or fv.temperature < 0:
+            fv.max_tokens < 1 or fv.temperature < 0 or fv.batch_wait_ms < 0:
         raise UserError("--port must be in 1..65535, --max_model_len >= 2, --num_slots, "
-                        "--max_tokens >= 1 and --temperature >= 0")
+                        "--max_tokens >= 1, --temperature and --batch_wait_ms >= 0")
     import socket
     try:  # a busy port or a foreign address: say so before loading the model
         with socket.create_server((fv.host, fv.port)):
@@ -227,7 +241,8 @@ def main(argv: list[str]) -> None:
                               greedy=fv.temperature == 0)
     engine, request_cls = build_engine(model, tok, fv.num_slots, fv.max_model_len, sampling,
                                        mesh, rules)
-    scheduler = Scheduler(engine, request_cls)
+    scheduler = Scheduler(engine, request_cls, gather_s=fv.batch_wait_ms / 1000,
+                          max_batch=fv.num_slots)
     # Compile before the first client waits on it.
     scheduler.submit(tok.encode("warm up"), 2, 0, []).result()
     from sandmle.serve_app import make_app
