@@ -271,13 +271,19 @@ def preflight(config: ml_collections.ConfigDict) -> None:
     empty, the checkpoint or HF directory exists, the endpoint answers."""
     resolve_tasks(config.tasks.dir, config.tasks.split, config.tasks.num_tasks, None)
     kind, path = config.policy.kind, config.policy.path
-    if kind == "checkpoint":
-        find_checkpoint(path)
-    elif kind == "hf" and not (Path(path) / "config.json").is_file():
-        raise UserError(f"no Hugging Face model at {Path(path).resolve()} (it needs "
-                        f"config.json and model.safetensors)")
+    if kind in ("checkpoint", "hf"):
+        check_model_path(kind, path)
     elif kind == "openai":
         _probe(path, config.policy.api_key)
+
+
+def check_model_path(kind: str, path: str) -> None:
+    """Refuses, before any model code loads, a checkpoint or HF path that holds no model."""
+    if kind == "checkpoint":
+        find_checkpoint(path)
+    elif not (Path(path) / "config.json").is_file():
+        raise UserError(f"no Hugging Face model at {Path(path).resolve()} (it needs "
+                        f"config.json and model.safetensors)")
 
 
 def _probe(url: str, api_key: str) -> str:

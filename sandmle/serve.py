@@ -217,6 +217,9 @@ def main(argv: list[str]) -> None:
             fv.max_tokens < 1 or fv.temperature < 0 or fv.batch_wait_ms < 0:
         raise UserError("--port must be in 1..65535, --max_model_len >= 2, --num_slots, "
                         "--max_tokens >= 1, --temperature and --batch_wait_ms >= 0")
+    from sandmle import eval_sources
+    eval_sources.check_model_path("checkpoint" if fv.checkpoint else "hf",
+                                  fv.checkpoint or fv.hf)
     import socket
     try:  # a busy port or a foreign address: say so before loading the model
         with socket.create_server((fv.host, fv.port)):
@@ -226,7 +229,7 @@ def main(argv: list[str]) -> None:
     import ml_collections
     import uvicorn
 
-    from sandmle import build, eval_sources
+    from sandmle import build
     from sandmle.sampling import SamplingParams
     mesh, rules = build.mesh_and_rules(ml_collections.ConfigDict(
         {"mesh": {"shape": (-1, 1, 1, 1)}}))
