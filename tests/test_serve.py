@@ -4,8 +4,10 @@ batched together, and Qwen3 tool calls coming back in OpenAI's format."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -209,3 +211,20 @@ def test_qwen3_tool_calls_come_back_in_openai_format(tmp_path):
         server.should_exit = True
         thread.join(timeout=10)
         scheduler.close()
+
+
+# -- an external scaffold from its own package ------------------------------------------
+
+@pytest.mark.skipif(importlib.util.find_spec("aide") is None,
+                    reason="aideml is not installed (pip install aideml)")
+def test_aide_drives_the_endpoint_on_a_micro_task(server, tmp_path):
+    client, _ = server
+    task = E.make_task(tmp_path / "tasks", "t-binary", "binary", n_train=60, n_test=60)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")}
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "aide_scaffold.py"),
+                           f"--task={task}", f"--endpoint={client.base_url}".rstrip("/"),
+                           "--steps=1", f"--scratch={tmp_path / 'aide'}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    served = re.search(r"engine steps served to AIDE: (\d+)", proc.stdout)
+    assert served and int(served.group(1)) >= 1, proc.stdout  # AIDE's requests reached us
