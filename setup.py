@@ -28,11 +28,18 @@ INSTALL_REQUIRES = [
     "wordfreq>=3.1,<3.2",
     "pyyaml>=6,<7",
     "pyseccomp>=0.1.2,<0.2",  # the sandbox's syscall filter (ctypes over libseccomp2)
+    # sandmle-serve's HTTP server (OpenAI-compatible routes).
+    "fastapi>=0.165,<0.200",
+    "uvicorn>=0.54,<1",
 ]
 
 EXTRAS = {
     # TensorBoard reads the metric files back in tests (sandmle.metrics.read_scalar_events).
-    "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "tensorboard>=2.21,<3"],
+    # The serve tests talk to sandmle-serve through the official openai client.
+    "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "tensorboard>=2.21,<3",
+             "openai>=3.57,<4"],
+    # sandmle-eval --policy=openai (an OpenAI-compatible endpoint as the policy).
+    "serve": ["openai>=3.57,<4"],
     # `tensorboard --logdir WORKDIR` and the metrics reader; writing needs only tensorboardX.
     "tensorboard": ["tensorboard>=2.21,<3"],
     # CPU wheel on disk here; a bare `torch` would pull a multi-GB CUDA build.
@@ -52,6 +59,10 @@ CONSOLE_SCRIPTS = [
     "sandmle-import=sandmle.tasks.import_cli:run",
     "sandmle-inspect=sandmle.inspector:run",
     "sandmle-params=sandmle.models.params:run",
+    "sandmle-eval=sandmle.eval_cli:run",
+    "sandmle-report=sandmle.report_cli:run",
+    "sandmle-export=sandmle.export:run",
+    "sandmle-serve=sandmle.serve:run",
 ]
 
 setup(

@@ -91,3 +91,23 @@ def farm(config: ml_collections.ConfigDict) -> Any:
     """The sandbox farm of config.farm."""
     from sandmle.sandbox import SandboxFarm
     return SandboxFarm(config.farm)
+
+
+def sampling_policy(config: ml_collections.ConfigDict, model: Any, tokenizer: Any, mesh: Any,
+                    rules: Any) -> Any:
+    """The rollout backend sampling from `model`: `EnginePolicy` (continuous batching) when
+    config.rollout.backend is 'engine', else `LockstepPolicy` (batched Sampler calls)."""
+    from sandmle.agent.policy import EnginePolicy, LockstepPolicy
+    from sandmle.sampling import config as sampling_config
+    params = sampling_config.sampling_params(config.sampling)
+    stops = tuple(config.sampling.stop_strings)
+    if config.rollout.backend == "engine":
+        from sandmle.sampling.engine import Engine
+        engine = Engine(model, tokenizer=tokenizer, num_slots=config.rollout.num_slots,
+                        max_seq_len=config.agent.max_context_tokens, sampling=params,
+                        mesh=mesh, rules=rules)
+        return EnginePolicy(engine, stops, greedy=params.greedy)
+    from sandmle.sampling import Sampler
+    sampler = Sampler(model, tokenizer=tokenizer, mesh=mesh, rules=rules,
+                      **sampling_config.sampler_kwargs(config.sampling))
+    return LockstepPolicy(sampler, params, stops, seed=config.seed)

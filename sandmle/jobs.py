@@ -33,6 +33,9 @@ JOBS: dict[str, str] = {
     "train": "sandmle.train:train_and_evaluate",
     # Seed-SFT alone: the same run, stopped after fine-tuning on expert demonstrations.
     "sft": "sandmle.train:run_sft",
+    # Evaluate a policy (checkpoint, HF dir, expert, endpoint) on a task set x k seeds
+    # (configs/eval.py; also the console script sandmle-eval).
+    "evaluate": "sandmle.evaluate:evaluate",
 }
 
 

@@ -25,8 +25,8 @@ up to `--parallel` at a time as local processes or as Ray tasks (`--backend=ray`
 `--config.a=b` flags apply to every run (the sweep's values win). Every run's
 overrides are checked against the config before anything starts. Each run's output
 is appended to its `run.log`; `BASE/sweep.json` records every run's status, seconds
-and final metrics, and a table prints them side by side at the end. Rerunning a
-sweep resumes its runs.
+and final metrics; at the end a table prints them side by side, BASE/summary.md holds
+the same table and BASE/report.html the runs' curves. Rerunning a sweep resumes its runs.
 """
 
 from __future__ import annotations
@@ -210,6 +210,9 @@ def main(argv: list[str]) -> int:
     Console(width=None if os.isatty(1) else 200).print(sweep_runner.summary_table(sweep))
     print(sweep_runner.timing_line(sweep), flush=True)
     print(f"sweep record: {os.path.join(base, sweep_runner.MANIFEST)}")
+    print(f"summary table: {sweep_runner.write_summary(base, sweep)}")
+    from sandmle import report
+    print(f"report: {report.write_report(base)}", flush=True)
     failed = [o["name"] for o in sweep["runs"] if o["status"] in ("failed", "killed")]
     if failed:
         print(f"sandmle-sweep: {len(failed)} of {len(runs)} runs failed: "

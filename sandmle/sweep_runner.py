@@ -8,7 +8,8 @@ never hides an earlier one. `BASE/sweep.json` is rewritten (atomically) whenever
 ends, with each run's status, seconds and final metrics (the last value of every
 metric in its metrics.jsonl). SIGTERM or Ctrl-C stop launching runs and pass SIGTERM
 on to the running ones, which save and stop at their next step; rerunning the sweep
-resumes them. `summary_table` prints the runs side by side.
+resumes them. `summary_table` prints the runs side by side; `write_summary` writes
+them to BASE/summary.md.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 from sandmle import metrics, preemption
 
 MANIFEST = "sweep.json"
+SUMMARY = "summary.md"
 RUN_LOG = "run.log"
 
 
@@ -247,9 +249,8 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def summary_table(sweep: dict[str, Any]) -> Any:
-    """A rich Table: one row per run, its overrides, status, seconds, final metrics."""
-    from rich.table import Table
+def summary_rows(sweep: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): one row per run, its overrides, status, seconds, final metrics."""
     runs = sweep["runs"]
     fields: list[str] = []
     for r in runs:
@@ -258,15 +259,45 @@ def summary_table(sweep: dict[str, Any]) -> Any:
     for r in runs:
         names += [k for k in (r.get("final_metrics") or {}) if k not in names]
     names = (["step"] if "step" in names else []) + sorted(n for n in names if n != "step")
-    table = Table(title=f"sweep {sweep.get('config', '')}: {len(runs)} runs")
-    for col in ["#", *fields, "status", "s", *names]:
-        table.add_column(col, overflow="fold")
+    rows = []
     for i, r in enumerate(runs):
         final = r.get("final_metrics") or {}
-        table.add_row(str(i), *(_fmt(r["overrides"].get(f, "")) for f in fields),
-                      r["status"], _fmt(r.get("seconds", "")),
-                      *(_fmt(final.get(n, "")) for n in names))
+        rows.append([str(i), *(_fmt(r["overrides"].get(f, "")) for f in fields), r["status"],
+                     _fmt(r.get("seconds", "")), *(_fmt(final.get(n, "")) for n in names)])
+    return ["#", *fields, "status", "s", *names], rows
+
+
+def summary_table(sweep: dict[str, Any]) -> Any:
+    """A rich Table of `summary_rows`, for the terminal."""
+    from rich.table import Table
+    header, rows = summary_rows(sweep)
+    table = Table(title=f"sweep {sweep.get('config', '')}: {len(rows)} runs")
+    for col in header:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
     return table
+
+
+def _md_cell(value: str) -> str:
+    return value.replace("|", "\\|")
+
+
+def write_summary(base: str, sweep: dict[str, Any]) -> str:
+    """Writes BASE/summary.md, the runs' final metrics side by side (Markdown); returns
+    its path."""
+    header, rows = summary_rows(sweep)
+    lines = [f"# sweep {sweep.get('config', '')}: {len(rows)} runs", "",
+             "| " + " | ".join(map(_md_cell, header)) + " |",
+             "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in rows]
+    lines += ["", timing_line(sweep), ""]
+    path = os.path.join(base, SUMMARY)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    os.replace(tmp, path)
+    return path
 
 
 def timing_line(sweep: dict[str, Any]) -> str:

@@ -330,6 +330,13 @@ def _finish(run: Run, loop: dict, preempted: bool = False) -> dict[str, Any]:
                                           f"{run.config.eval.samples_per_task} samples)")
         print(text, flush=True)
         (run.workdir / "results.json").write_text(json.dumps(result, indent=2))
+        if run.writer is not None:
+            run.writer.flush()
+        try:  # the run is finished and saved; a report that cannot be drawn must not fail it
+            from sandmle import report
+            print(f"report: {report.write_report(run.workdir)}", flush=True)
+        except Exception as e:  # noqa: BLE001
+            logging.warning("report.html not written: %s", e)
     return result
 
 

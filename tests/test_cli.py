@@ -58,6 +58,11 @@ OWN_FLAGS = {
     "sandmle-grade": ["--task_dir", "--submission"],
     "sandmle-inspect": ["--step", "--[no]diff", "--[no]verify"],
     "sandmle-params": ["--preset", "--hf_config"],
+    "sandmle-eval": ["--policy", "--path", "--tasks", "--seeds", "--workdir", "--config"],
+    "sandmle-serve": ["--checkpoint", "--hf", "--host", "--port", "--max_model_len",
+                      "--batch_wait_ms"],
+    "sandmle-export": ["--checkpoint", "--step", "--out", "--dtype", "--[no]overwrite"],
+    "sandmle-report": ["--out", "--max_trajectories"],
 }
 
 
@@ -201,6 +206,29 @@ CASES = [
      ["--diff needs two checkpoint paths"], None),
     ("tokenizer-out-is-a-file", "sandmle-test-tokenizer", ["--out={tmp}/file"],
      ["is a file"], "file"),
+    ("eval-missing-checkpoint", "sandmle-eval",
+     ["--policy=checkpoint", "--path={tmp}/nope", "--tasks={tmp}/tasks", "--workdir={tmp}/ev"],
+     ["no checkpoint at {tmp}/nope"], "tasks"),
+    ("eval-empty-task-set", "sandmle-eval", ["--tasks={tmp}/empty", "--workdir={tmp}/ev"],
+     ["task set {tmp}/empty is empty"], "empty"),
+    ("eval-unreachable-endpoint", "sandmle-eval",
+     ["--policy=openai", "--path=http://127.0.0.1:9/v1", "--tasks={tmp}/tasks",
+      "--workdir={tmp}/ev"], ["endpoint http://127.0.0.1:9/v1 is unreachable"], "tasks"),
+    ("eval-no-workdir", "sandmle-eval", ["--tasks={tmp}/tasks"], ["--workdir"], "tasks"),
+    ("serve-bad-port", "sandmle-serve", ["--checkpoint={tmp}", "--port=0"], ["--port"], None),
+    ("serve-missing-checkpoint", "sandmle-serve", ["--checkpoint={tmp}/nope"],
+     ["no checkpoint at {tmp}/nope"], None),
+    ("serve-no-model", "sandmle-serve", [], ["give one model"], None),
+    ("serve-missing-hf", "sandmle-serve", ["--hf={tmp}"], ["no Hugging Face model at {tmp}"],
+     None),
+    ("export-missing-checkpoint", "sandmle-export",
+     ["--checkpoint={tmp}/nope", "--out={tmp}/hf"], ["no checkpoint at {tmp}/nope"], None),
+    ("export-run-without-tokenizer", "sandmle-export", ["--checkpoint={run}",
+                                                        "--out={tmp}/hf"],
+     ["tokenizer directory {run}/tokenizer does not exist"], "run"),
+    ("report-missing-workdir", "sandmle-report", ["{tmp}/nope"], ["no such directory"], None),
+    ("report-nothing-to-report", "sandmle-report", ["{tmp}"], ["holds nothing to report"],
+     None),
 ]
 
 
@@ -222,6 +250,12 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, prepared_run, case_
             def get_config(arg=None):
                 return ml_collections.ConfigDict({"job": "regression", "seed": 0})
         """))
+    elif setup == "tasks":  # a task set of one (minimal) task
+        (tmp / "tasks" / "t1" / "public").mkdir(parents=True)
+        (tmp / "tasks" / "t1" / "private").mkdir()
+        (tmp / "tasks" / "t1" / "public" / "description.md").write_text("# t1\n")
+    elif setup == "empty":
+        (tmp / "empty").mkdir()
     elif setup == "ro":
         subs["ro"] = _unwritable_dir(tmp)
     before = snapshot(tmp)

@@ -34,6 +34,8 @@ SCRIPTS = [
     ("experiments/micro_vs_full.py",
      ["--dnas=1", "--max_solutions=1", "--modalities=tabular",
       f"--config={os.path.join(ROOT, 'configs', 'envgen.py')}"], "median ratio", False),
+    ("experiments/export_parity.py", ["--length=8"], "max |dlogit| transformers vs sandmle",
+     True),
 ]
 
 

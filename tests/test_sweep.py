@@ -180,6 +180,10 @@ def test_cli_axes_in_parallel_with_final_metrics_table_and_appended_logs(tmp_pat
     assert re.search(r"sweep wall time [\d.]+ s for 2 runs with --parallel=2 \(local\); "
                      r"the runs' own times add up to [\d.]+ s: wall/sum = [\d.]+x",
                      proc.stdout)
+    summary = (tmp_path / "sw" / "summary.md").read_text().splitlines()
+    assert summary[2].startswith("| # | optim.lr | steps | status | s |") and "score" in summary[2]
+    assert re.match(r"\| 1 \| 2 \| 3 \| ok \| [\d.]+ \| 3 \| 6 \|", summary[5]), summary
+    assert (tmp_path / "sw" / "report.html").is_file()
     for r in runs:  # both attempts kept, in order
         log = open(os.path.join(r["workdir"], "run.log")).read()
         assert log.count("sandmle-sweep starts") == 2, log

@@ -68,6 +68,8 @@ def test_pulse_prints_the_table_and_logs_every_part(reference):
                for r in raw)
     assert (reference / "trajectories" / "eval_start.jsonl").is_file()
     assert not list((reference / "rl_runs").rglob("submission.csv")), "workdirs are freed"
+    page = (reference / "report.html").read_text()  # written when the run finishes
+    assert "data:image/png;base64," in page and "after RL" in page
 
 
 def test_kill9_then_rerun_logs_what_an_uninterrupted_run_logs(reference, tmp_path):

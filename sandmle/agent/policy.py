@@ -241,3 +241,98 @@ class EnginePolicy:
         if handle is not None:
             self._row.pop(handle, None)
             self.engine.release(handle)
+
+
+class OpenAIPolicy:
+    """Turns from an OpenAI-compatible chat endpoint (sandmle-serve, vLLM, an API).
+
+    Each request sends the row's context as chat messages with the tools
+    (`TurnRequest.info['messages']`, `['tools']`); the reply (reasoning, content, tool calls)
+    becomes the Qwen3-format ids of the local tokenizer, so the scaffold parses it like a
+    sampled turn. The endpoint's own tokens and logprobs are not seen (logprobs are 0): this
+    backend is for evaluation, never for training. Requests run concurrently; a request the
+    server refuses as invalid (HTTP 400, e.g. a context longer than it takes) gives an empty
+    turn cut at the limit; any other failure raises.
+
+    Args:
+      client: an `openai.OpenAI` client (base_url, api_key, timeout, retries).
+      model: the model name to ask for.
+      tokenizer: the ChatTokenizer the trajectories are recorded in.
+      sampling: temperature / top_p (greedy: temperature 0).
+      concurrency: requests in flight.
+    """
+
+    name = "openai"
+    gathers = False
+
+    def __init__(self, client: Any, model: str, tokenizer: Any,
+                 sampling: SamplingParams = SamplingParams(), concurrency: int = 16):
+        import concurrent.futures
+        self.client, self.model, self.tok, self.sampling = client, model, tokenizer, sampling
+        self._pool = concurrent.futures.ThreadPoolExecutor(max(1, int(concurrency)))
+        self._futures: dict[Any, int] = {}
+
+    def submit(self, request: TurnRequest) -> None:
+        self._futures[self._pool.submit(self._ask, request)] = request.row
+
+    def pending(self) -> int:
+        return len(self._futures)
+
+    def step(self) -> list[TurnOutput]:
+        import concurrent.futures
+        done, _ = concurrent.futures.wait(list(self._futures), timeout=0.1,
+                                          return_when=concurrent.futures.FIRST_COMPLETED)
+        out = []
+        for fut in done:
+            del self._futures[fut]
+            out.append(fut.result())
+        return out
+
+    def release(self, row: int) -> None:
+        pass
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _ask(self, req: TurnRequest) -> TurnOutput:
+        import json
+
+        import openai
+        kwargs: dict[str, Any] = {"model": self.model, "messages": req.info["messages"],
+                                  "max_tokens": int(req.max_new_tokens), "seed": int(req.seed)}
+        if req.info.get("tools"):
+            kwargs["tools"] = req.info["tools"]
+        if self.sampling.greedy:
+            kwargs["temperature"] = 0.0
+        else:
+            kwargs.update(temperature=self.sampling.temperature, top_p=self.sampling.top_p)
+        try:
+            reply = self.client.chat.completions.create(**kwargs)
+        except openai.BadRequestError:
+            return TurnOutput(row=req.row, tokens=[], logprobs=[], finish_reason="length")
+        except openai.OpenAIError as e:
+            from sandmle.errors import UserError
+            raise UserError(f"endpoint {self.client.base_url}: {type(e).__name__}: "
+                            f"{str(e)[:300]}") from None
+        choice = reply.choices[0]
+        msg = choice.message
+        message: dict[str, Any] = {"role": "assistant", "content": msg.content or ""}
+        reasoning = getattr(msg, "reasoning_content", None) or getattr(msg, "reasoning", None)
+        if isinstance(reasoning, str):
+            message["reasoning_content"] = reasoning
+        calls = []
+        for call in msg.tool_calls or ():
+            try:
+                args = json.loads(call.function.arguments)
+            except (TypeError, json.JSONDecodeError):
+                args = call.function.arguments  # kept as written: the scaffold reports it
+            calls.append({"type": "function",
+                          "function": {"name": call.function.name, "arguments": args}})
+        if calls:
+            message["tool_calls"] = calls
+        ids = self.tok.assistant_ids(message)
+        finish = "length" if choice.finish_reason == "length" else "stop"
+        if finish == "length":
+            ids = ids[:-1]  # the turn was cut: it has no <|im_end|> of its own
+        return TurnOutput(row=req.row, tokens=ids, logprobs=[0.0] * len(ids),
+                          finish_reason=finish)

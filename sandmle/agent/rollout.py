@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import json
 import os
 import threading
 import time
@@ -132,6 +133,7 @@ class Rollouts:
             tools.TOOLS.get(name)
         self.schemas = tools.schemas(self.tool_names)
         self.system = scaffold.system_prompt(config.max_calls, config.exec_timeout_s)
+        self._descriptions: dict[str, str] = {}
 
     # ---- prompt ----------------------------------------------------------------------------
     def prompt_ids(self, task_dir: str | os.PathLike) -> list[int]:
@@ -139,10 +141,29 @@ class Rollouts:
         text = (Path(task_dir) / "public" / "description.md").read_text(encoding="utf-8",
                                                                          errors="replace")
         text = scaffold.cut_to_tokens(text, self.tok, self.config.description_max_tokens)
+        self._descriptions[str(task_dir)] = text
         messages = [{"role": "system", "content": self.system},
                     {"role": "user", "content": text}]
         return self.tok.render(messages, self.schemas, add_generation_prompt=True,
                                enable_thinking=self.config.enable_thinking).ids
+
+    def messages(self, traj: Trajectory, visible: Sequence[int]) -> list[dict]:
+        """The context the policy sees next as OpenAI chat messages (system, task, then each
+        visible turn and its observation), for backends that take messages, not ids."""
+        out = [{"role": "system", "content": self.system},
+               {"role": "user", "content": self._descriptions[traj.task_dir]}]
+        for i in visible:
+            t = traj.turns[i]
+            if t.tool is None:  # a malformed turn: its text, and the error as the user's
+                out += [{"role": "assistant", "content": t.text.removesuffix(cf.IM_END)},
+                        {"role": "user", "content": t.observation or ""}]
+                continue
+            call = {"id": f"call_{i}", "type": "function",
+                    "function": {"name": t.tool, "arguments": json.dumps(t.arguments)}}
+            out += [{"role": "assistant", "content": "", "reasoning_content": t.think,
+                     "tool_calls": [call]},
+                    {"role": "tool", "tool_call_id": f"call_{i}", "content": t.observation or ""}]
+        return out
 
     # ---- the loop --------------------------------------------------------------------------
     def run(self, tasks: Sequence[TaskRef], workroot: str | os.PathLike, seed: int = 0,
@@ -235,7 +256,8 @@ class Rollouts:
         info = {"task_dir": traj.task_dir, "turn": len(traj.turns),
                 "observation": last.observation if last else None,
                 "status": last.tool_status if last else None,
-                "context_len": len(seg)}
+                "context_len": len(seg), "tools": self.schemas,
+                "messages": self.messages(traj, row.visible)}
         row_seed = int(np.random.default_rng((self._seed, row.index, len(traj.turns)))
                        .integers(2**31 - 1))
         self.policy.submit(TurnRequest(row=row.index, ids=row.pending, new=row.new,
