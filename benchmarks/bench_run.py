@@ -14,12 +14,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def tuned_run(tasks: str, workdir: str, sft_steps: int, overrides: dict | None = None):
-    """(run, params, extra): `configs/tiny_cpu.py` on `tasks` after `sft_steps` of Seed-SFT
-    on the expert's demonstrations (0: the untrained tiny model)."""
+def tuned_run(tasks: str, workdir: str, sft_steps: int, overrides: dict | None = None,
+              quick: bool = False):
+    """(run, params, extra): `configs/tiny_cpu.py` on `tasks` ('' = generate them into
+    the workdir) after `sft_steps` of Seed-SFT on the expert's demonstrations (0: the
+    untrained tiny model). `quick`: the config's minutes-long pulse variant."""
     from configs import tiny_cpu
     from sandmle import metrics, preemption, train
-    config = tiny_cpu.get_config(f"tasks={tasks}")
+    config = tiny_cpu.get_config(f"tasks={tasks},quick={quick}")
     config.sft.steps = sft_steps
     for key, value in (overrides or {}).items():
         node = config

@@ -53,7 +53,7 @@ def get_config(arg=None):
     config.model.preset = "tiny"
     config.model.hf_path = ""
     config.model.overrides = ml_collections.ConfigDict({
-        "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 3,
+        "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
         "max_position_embeddings": 8192})
 
@@ -79,10 +79,10 @@ def get_config(arg=None):
     config.sampling.cache_multiple = 2048
 
     config.sft = sft_config()
-    config.sft.steps = 240
-    config.sft.batch_size = 8
-    config.sft.optim.lr = 3e-3
-    config.sft.optim.warmup_steps = 20
+    config.sft.steps = 100
+    config.sft.batch_size = 4
+    config.sft.optim.lr = 1e-2
+    config.sft.optim.warmup_steps = 10
     config.sft.optim.schedule = "cosine"
     config.sft.optim.total_steps = config.sft.get_ref("steps")
     config.sft.demos_per_task = 8
@@ -92,10 +92,10 @@ def get_config(arg=None):
 
     config.rl = rl_config()
     config.rl.temperature = temperature
-    config.rl.steps = 16
-    config.rl.tasks_per_step = 8
+    config.rl.steps = 8
+    config.rl.tasks_per_step = 4
     config.rl.group_size = 4
-    config.rl.optim.lr = 2e-4
+    config.rl.optim.lr = 1e-3
     config.rl.loss_agg = "seq-mean-token-mean"
 
     config.eval = ml_collections.ConfigDict({"samples_per_task": 4, "every_steps": 0,

@@ -169,7 +169,9 @@ CASES = [
      ["Unknown command line flag 'bogus'"], None),
     ("stray-argument", "sandmle", [f"--config={REG}:runlocal", "--workdir={tmp}/w", "extra"],
      ["unexpected arguments: extra"], None),
-    ("no-config", "sandmle", ["--workdir={tmp}/w"], ["--config", "is required"], None),
+    # No --config: the main job's configs/tiny_cpu.py, whose fields the override names.
+    ("default-config", "sandmle", ["--workdir={tmp}/w", "--config.rl.stepz=3"],
+     ["config.rl has no field 'stepz'"], None),
     ("resume-changes-model", "sandmle",
      ["--config={run}/config.py", "--workdir={run}", "--config.model.hidden=64"],
      ["model.hidden: 32 -> 64", "cannot change on resume"], "run"),
