@@ -105,27 +105,36 @@ def _block_scores(qg, kblk, valid, q_slot, first, scale):
     return jnp.where(allowed, s, MASK_VALUE), allowed
 
 
+def online_softmax_init(shape: tuple) -> tuple:
+    """(running max, running sum, accumulator) for queries of shape [..., T, D]."""
+    return (jnp.full(shape[:-1], -jnp.inf, jnp.float32), jnp.zeros(shape[:-1], jnp.float32),
+            jnp.zeros(shape, jnp.float32))
+
+
+def online_softmax_step(carry: tuple, s: jax.Array, vblk: jax.Array) -> tuple:
+    """Folds one key block into the online softmax: masked float32 scores s
+    [B, K, G, T, Bk] and its values vblk [B, K, Bk, D]."""
+    m, l, acc = carry
+    m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+    p = jnp.exp(s - m_new[..., None])
+    corr = jnp.exp(m - m_new)
+    pv = jnp.einsum("bkgts,bksd->bkgtd", p.astype(vblk.dtype), vblk,
+                    preferred_element_type=jnp.float32)
+    return m_new, l * corr + jnp.sum(p, axis=-1), acc * corr[..., None] + pv
+
+
 def _flash_forward(qg, kb, vb, q_slot, k_valid, scale):
     """(out [B, K, G, T, D] float32, log-sum-exp [B, K, G, T]) over key blocks kb, vb
     [nb, B, K, Bk, D] with validity k_valid [nb, B, Bk]."""
     bk = kb.shape[3]
-    shape = qg.shape[:-1]
 
     def body(carry, xs):
-        m, l, acc = carry
         kblk, vblk, valid, i = xs
         s, _ = _block_scores(qg, kblk, valid, q_slot, i * bk, scale)
-        m_new = jnp.maximum(m, jnp.max(s, axis=-1))
-        p = jnp.exp(s - m_new[..., None])
-        corr = jnp.exp(m - m_new)
-        l = l * corr + jnp.sum(p, axis=-1)
-        pv = jnp.einsum("bkgts,bksd->bkgtd", p.astype(vblk.dtype), vblk,
-                        preferred_element_type=jnp.float32)
-        return (m_new, l, acc * corr[..., None] + pv), None
+        return online_softmax_step(carry, s, vblk), None
 
-    init = (jnp.full(shape, -jnp.inf, jnp.float32), jnp.zeros(shape, jnp.float32),
-            jnp.zeros(qg.shape, jnp.float32))
-    (m, l, acc), _ = jax.lax.scan(body, init, (kb, vb, k_valid, jnp.arange(kb.shape[0])))
+    (m, l, acc), _ = jax.lax.scan(body, online_softmax_init(qg.shape),
+                                  (kb, vb, k_valid, jnp.arange(kb.shape[0])))
     return acc / l[..., None], m + jnp.log(l)
 
 

@@ -89,10 +89,13 @@ def cache_axes(cache: dict) -> dict:
 
 # Writing and reading one layer ------------------------------------------------------------
 
-def write(layer: dict, k: jax.Array, v: jax.Array, slots: jax.Array) -> dict:
-    """Writes k, v [B, T, K, D] at slots [B, T] of each row; slots out of range (padding)
-    are dropped, so one scatter serves prefill and decode."""
-    rows = jnp.arange(slots.shape[0])[:, None]
+def write(layer: dict, k: jax.Array, v: jax.Array, slots: jax.Array,
+          rows: jax.Array | None = None) -> dict:
+    """Writes k, v [B, T, K, D] at slots [B, T] of cache rows `rows` [B] (default: row b
+    for batch row b); slots and rows out of range (padding) are dropped, so one scatter
+    serves prefill and decode."""
+    rows = jnp.arange(slots.shape[0]) if rows is None else rows
+    rows = rows[:, None]
     if "kv" in layer:
         buf = layer["kv"]
         b, t, kh, d = k.shape
@@ -110,20 +113,26 @@ def write(layer: dict, k: jax.Array, v: jax.Array, slots: jax.Array) -> dict:
 
 
 def attend(layer: dict, q: jax.Array, q_slots: jax.Array, *, impl: str, dtype: Any,
-           block: int = 512) -> jax.Array:
+           block: int = 512, rows: jax.Array | None = None) -> jax.Array:
     """Queries q [B, T, H, D] at slots q_slots [B, T] over the cache (already holding the
-    chunk): each sees the slots at or before its own. Returns [B, T, H, D]."""
+    chunk): each sees the slots at or before its own, in cache row rows[b] (default: b).
+    Returns [B, T, H, D].
+
+    Without `rows` (every row, in place) the scores over all S slots are materialised
+    (the fastest decode on CPU when every row runs), unless impl is 'chunked'. With `rows`,
+    or 'chunked' on a chunk, a loop over blocks of `block` slots gathers each block of the
+    rows' caches and folds it into an online softmax, for as many blocks as the longest
+    query needs: its cost follows the rows' own lengths, with no copy of the rows and no
+    program per length.
+    """
     if "kv" in layer:
-        return _ragged(layer["kv"], q, q_slots, dtype)
+        return _ragged(layer["kv"], q, q_slots, dtype, rows)
     kbuf, vbuf = layer["k"], layer["v"]
     b, t, h, d = q.shape
     kh, s = kbuf.shape[1], kbuf.shape[3]
-    if impl == "chunked" and t > 1:
-        bk = min(block, s)
-        kb = attn_lib.key_blocks(kbuf, bk, 3).transpose(0, 1, 2, 4, 3)   # [nb, B, K, Bk, D]
-        vb = attn_lib.key_blocks(vbuf, bk, 2)                            # [nb, B, K, Bk, D]
-        valid = jnp.ones((kb.shape[0], b, bk), bool)
-        return attn_lib.chunked_attention(q, kb, vb, q_slots, valid, dtype)
+    if rows is not None or (impl == "chunked" and t > 1):
+        rows = jnp.arange(b) if rows is None else rows
+        return _blocked(kbuf, vbuf, q, q_slots, rows, min(block, s), dtype)
     allowed = jnp.arange(s)[None, None, :] <= q_slots[:, :, None]         # [B, T, S]
     qg = q.reshape(b, t, kh, h // kh, d)
     if t == 1:
@@ -144,29 +153,63 @@ def attend(layer: dict, q: jax.Array, q_slots: jax.Array, *, impl: str, dtype: A
     return jnp.einsum("bkgts,bksd->btkgd", probs, vbuf.astype(dtype)).reshape(b, t, h, d)
 
 
-def ragged_inputs(kv: jax.Array, q: jax.Array, q_slots: jax.Array) -> tuple:
-    """The arguments of `ragged_paged_attention` for queries at consecutive slots per row.
+def _blocked(kbuf, vbuf, q, q_slots, rows, bk, dtype):
+    """Online-softmax attention over blocks of the cache rows `rows` (inference only)."""
+    r, t, h, d = q.shape
+    kh, s = kbuf.shape[1], kbuf.shape[3]
+    qg = q.reshape(r, t, kh, h // kh, d).transpose(0, 2, 3, 1, 4).astype(dtype)
+    take_k = jax.vmap(lambda row, st: jax.lax.dynamic_slice(
+        kbuf, (row, 0, 0, st), (1, kh, d, bk))[0], in_axes=(0, None))
+    take_v = jax.vmap(lambda row, st: jax.lax.dynamic_slice(
+        vbuf, (row, 0, st, 0), (1, kh, bk, d))[0], in_axes=(0, None))
+
+    def body(i, carry):
+        first = i * bk
+        # The last block is moved back to end at slot s (dynamic_slice would clamp it
+        # anyway); the slots it shares with the block before are masked.
+        st = jnp.minimum(first, s - bk)
+        kblk, vblk = take_k(rows, st), take_v(rows, st)          # [R, K, D, Bk], [R, K, Bk, D]
+        sc = jnp.einsum("rkgtd,rkds->rkgts", qg, kblk.astype(dtype),
+                        preferred_element_type=jnp.float32) * (d ** -0.5)
+        slots = st + jnp.arange(bk)
+        allowed = (slots >= first)[None, None, None, None, :] & (
+            slots[None, None, None, None, :] <= q_slots[:, None, None, :, None])
+        sc = jnp.where(allowed, sc, attn_lib.MASK_VALUE)
+        return attn_lib.online_softmax_step(carry, sc, vblk.astype(dtype))
+
+    n = jnp.minimum(jnp.max(q_slots) // bk + 1, -(-s // bk))
+    m, l, acc = jax.lax.fori_loop(0, n, body, attn_lib.online_softmax_init(qg.shape))
+    out = (acc / l[..., None]).astype(dtype)                        # [R, K, G, T, D]
+    return out.transpose(0, 3, 1, 2, 4).reshape(r, t, h, d)
+
+
+def ragged_inputs(kv: jax.Array, q: jax.Array, q_slots: jax.Array,
+                  rows: jax.Array | None = None) -> tuple:
+    """The arguments of `ragged_paged_attention` for queries at consecutive slots of cache
+    rows `rows` (default: row b for query row b).
 
     The kernel places query i of sequence b at kv position kv_len - q_len + i; with
     kv_len = last query slot + 1 that is q_slots[b, i], so its causal mask is the cache's.
+    Row r owns pages r*pages .. (r+1)*pages-1.
     """
-    b, pages, page, kh2, d = kv.shape
-    t = q.shape[1]
+    n, pages, page, kh2, d = kv.shape
+    b, t = q_slots.shape
+    rows = jnp.arange(b) if rows is None else jnp.minimum(rows, n - 1)
     kv_lens = jnp.minimum(q_slots[:, -1] + 1, pages * page).astype(jnp.int32)
-    return (q.reshape(b * t, q.shape[2], d), kv.reshape(b * pages, page, kh2, d), kv_lens,
-            jnp.arange(b * pages, dtype=jnp.int32).reshape(b, pages),
-            (jnp.arange(b + 1) * t).astype(jnp.int32), jnp.array([b], jnp.int32))
+    page_indices = (rows[:, None] * pages + jnp.arange(pages)[None]).astype(jnp.int32)
+    return (q.reshape(b * t, q.shape[2], d), kv.reshape(n * pages, page, kh2, d), kv_lens,
+            page_indices, (jnp.arange(b + 1) * t).astype(jnp.int32), jnp.array([b], jnp.int32))
 
 
-def _ragged(kv, q, q_slots, dtype):
+def _ragged(kv, q, q_slots, dtype, rows):
     from jax.experimental.pallas.ops.tpu.ragged_paged_attention import kernel as rpa
     b, t, h, d = q.shape
-    args = ragged_inputs(kv, q.astype(kv.dtype), q_slots)
+    args = ragged_inputs(kv, q.astype(kv.dtype), q_slots, rows)
     out = rpa.ragged_paged_attention(*args, sm_scale=d ** -0.5)
     return out.reshape(b, t, h, d).astype(dtype)
 
 
-# Whole-cache row and slot operations (the sampling engine's) ----------------------------
+# Growing the cache (the sampling engine's) ------------------------------------------------
 
 def _fit(x: jax.Array, axis: int, length: int) -> jax.Array:
     n = x.shape[axis]
@@ -193,24 +236,3 @@ def resize(cache: dict, length: int) -> dict:
     n = _units(cache, length)
     return {"layers": [{name: _fit(buf, SLOT_AXIS[name], n) for name, buf in lc.items()}
                        for lc in cache["layers"]], "end": cache["end"]}
-
-
-def take_rows(cache: dict, rows: jax.Array, length: int) -> dict:
-    """Rows `rows` [P] (indices past the batch are clamped) with their first `length` slots."""
-    n = _units(cache, length)
-    return {"layers": [{name: _fit(jnp.take(buf, rows, axis=0, mode="clip"), SLOT_AXIS[name], n)
-                        for name, buf in lc.items()} for lc in cache["layers"]],
-            "end": jnp.take(cache["end"], rows, mode="clip")}
-
-
-def put_rows(cache: dict, rows: jax.Array, sub: dict) -> dict:
-    """Writes `sub` (from `take_rows` or `init_cache`) over the first slots of rows `rows`;
-    rows past the batch (padding) are dropped."""
-    def put(buf, part, axis):
-        idx = [slice(None)] * buf.ndim
-        idx[0] = rows
-        idx[axis] = slice(0, part.shape[axis])
-        return buf.at[tuple(idx)].set(part.astype(buf.dtype), mode="drop")
-    return {"layers": [{name: put(buf, sl[name], SLOT_AXIS[name]) for name, buf in lc.items()}
-                       for lc, sl in zip(cache["layers"], sub["layers"])],
-            "end": cache["end"].at[rows].set(sub["end"], mode="drop")}

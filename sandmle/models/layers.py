@@ -146,14 +146,15 @@ class Attention(nnx.Module):
 
     def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array,
                  attention_mask: jax.Array, layer_cache: dict | None = None,
-                 q_slots: jax.Array | None = None, write_slots: jax.Array | None = None
-                 ) -> tuple[jax.Array, dict | None]:
+                 q_slots: jax.Array | None = None, write_slots: jax.Array | None = None,
+                 rows: jax.Array | None = None) -> tuple[jax.Array, dict | None]:
         """x [B, T, E]; attention_mask [B, T] (True = real token).
 
         Without a cache: causal attention within the rows (keys with a False mask are never
         attended). With `layer_cache` (see kv_cache.py) the chunk's keys/values are written
-        at `write_slots` [B, T] (out of range: not written) and each query, at `q_slots`
-        [B, T], attends to the slots at or before its own.
+        at `write_slots` [B, T] (out of range: not written) of cache rows `rows` [B]
+        (default: row b) and each query, at `q_slots` [B, T], attends to the slots at or
+        before its own.
         """
         q = self.q_norm(self._project(x, "q"))
         k = self.k_norm(self._project(x, "k"))
@@ -165,9 +166,9 @@ class Attention(nnx.Module):
             out = attn_lib.self_attention(q, k, v, attention_mask, impl=impl, dtype=self.dtype,
                                           block=self.attention_block)
         else:
-            layer_cache = kv_cache.write(layer_cache, k, v, write_slots)
+            layer_cache = kv_cache.write(layer_cache, k, v, write_slots, rows)
             out = kv_cache.attend(layer_cache, q, q_slots, impl=impl, dtype=self.dtype,
-                                  block=self.attention_block)
+                                  block=self.attention_block, rows=rows)
         b, t, h, d = out.shape
         out = with_logical_constraint(out, ("act_batch", "act_length", "act_heads", None))
         # One [B*T, H*D] x [H*D, E] matmul: with the einsum over (h, d), XLA re-laid the

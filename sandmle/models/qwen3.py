@@ -52,9 +52,9 @@ class DecoderLayer(nnx.Module):
             self.mlp = MLP(cfg, cfg.intermediate_size, rngs)
 
     def __call__(self, x, cos, sin, attention_mask, layer_cache=None, q_slots=None,
-                 write_slots=None):
+                 write_slots=None, rows=None):
         a, layer_cache = self.self_attn(self.input_layernorm(x), cos, sin, attention_mask,
-                                        layer_cache, q_slots, write_slots)
+                                        layer_cache, q_slots, write_slots, rows)
         x = with_logical_constraint(x + a, _ACT)
         h = self.post_attention_layernorm(x)
         if self.is_moe:
@@ -88,7 +88,8 @@ class Qwen3Model(nnx.Module):
 
         With a cache (kv_cache.py), each row's real tokens must be a prefix of the chunk
         (right padding): they are written at the row's next free slots and its `end`
-        advances by their number.
+        advances by their number. A cache with 'rows' [B] maps batch row b to cache row
+        rows[b] (rows past the cache's batch are padding: nothing is written for them).
         """
         cfg = self.config
         tokens = jnp.asarray(tokens, jnp.int32)
@@ -108,16 +109,20 @@ class Qwen3Model(nnx.Module):
         x = with_logical_constraint(x, _ACT)
         cos, sin = rope_cos_sin(cfg, positions)
 
-        write_slots = q_slots = None
+        write_slots = q_slots = rows = None
         if cache is not None:
-            if cache["end"].shape[0] != b:
+            rows = cache.get("rows")
+            if rows is None and cache["end"].shape[0] != b:
                 raise ValueError(f"cache batch {cache['end'].shape[0]} != tokens batch {b}")
+            if rows is not None and rows.shape != (b,):
+                raise ValueError(f"cache rows shape {rows.shape} != ({b},)")
             s = kv_cache.capacity(cache)
             if t > s:
                 raise ValueError(f"chunk of {t} tokens does not fit a cache of length {s}")
+            end = cache["end"] if rows is None else jnp.take(cache["end"], rows, mode="clip")
             # Row b's real tokens (a prefix of the chunk) go to slots end[b], end[b]+1, ...;
             # its padding is not written (slot s is out of range, so the scatter drops it).
-            q_slots = cache["end"][:, None] + jnp.arange(t, dtype=jnp.int32)[None]
+            q_slots = end[:, None] + jnp.arange(t, dtype=jnp.int32)[None]
             write_slots = jnp.where(attention_mask, q_slots, s)
 
         stats = []
@@ -130,7 +135,7 @@ class Qwen3Model(nnx.Module):
                                                                   attention_mask)
             else:
                 lc = cache["layers"][i] if cache is not None else None
-                x, lc, st = layer(x, cos, sin, attention_mask, lc, q_slots, write_slots)
+                x, lc, st = layer(x, cos, sin, attention_mask, lc, q_slots, write_slots, rows)
                 new_layers.append(lc)
             if st is not None:
                 stats.append(st)
@@ -142,8 +147,12 @@ class Qwen3Model(nnx.Module):
             if stats else jnp.zeros((), jnp.float32)}
         new_cache = None
         if cache is not None:
-            new_cache = {"layers": new_layers,
-                         "end": cache["end"] + jnp.sum(attention_mask, axis=1, dtype=jnp.int32)}
+            lens = jnp.sum(attention_mask, axis=1, dtype=jnp.int32)
+            if rows is None:
+                new_cache = {"layers": new_layers, "end": cache["end"] + lens}
+            else:
+                new_cache = {"layers": new_layers, "rows": rows,
+                             "end": cache["end"].at[rows].add(lens, mode="drop")}
         return x, new_cache, aux
 
 
@@ -180,7 +189,9 @@ class Qwen3(nnx.Module):
           attention_mask: bool [B, T], False for padding (never attended to as a key).
           cache: from `init_cache`; when given, row b's real tokens (a prefix of its
             chunk: right padding) are written at slots cache['end'][b], ... and attend to
-            every earlier slot of the row; the returned cache's `end` counts them.
+            every earlier slot of the row; the returned cache's `end` counts them. With
+            cache['rows'] [B], batch row b uses cache row rows[b] (the sampling engine runs
+            a subset of its slots this way).
           return_hidden: also put the final hidden states in aux['hidden'].
           logits_index: int [B, K]: compute logits only at these time indices of each
             row (e.g. the last real prompt token after a prefill), giving [B, K, V]

@@ -106,7 +106,7 @@ class Engine:
       decode_steps: tokens decoded per `step()` (fewer when a row finishes while
         requests wait for a slot).
       prefill_tokens: chunk tokens admitted per step (at least one request always is).
-      cache_multiple: granularity of the cache length (it tracks the longest row).
+      cache_multiple: granularity of the cache's growth when max_seq_len is None.
       min_chunk: smallest chunk bucket. max_stop_ids: stop ids one request may have.
       token_bytes: byte string of every token id (instead of a tokenizer), for stop strings.
     """
@@ -154,8 +154,9 @@ class Engine:
         self._next_handle, self._clock = 0, 0
         self.cache: dict | None = None
         self._state: dict | None = None
+        # decode_row_steps: rows (padding included) x steps the decode programs ran.
         self.stats = {"prefill_calls": 0, "prefill_tokens": 0, "decode_calls": 0,
-                      "decode_steps": 0, "evictions": 0, "resizes": 0}
+                      "decode_steps": 0, "decode_row_steps": 0, "evictions": 0, "resizes": 0}
         self._register_stops(self.stop_strings)
 
     # ---- public API -------------------------------------------------------------------------
@@ -280,16 +281,14 @@ class Engine:
         need = max(c.cached + bucket(len(ch), self.min_chunk) for c, ch in admitted)
         self._ensure_cache(need)
         finished = []
-        groups = {fresh: sorted([(c, ch) for c, ch in admitted if (c.cached == 0) == fresh],
-                                key=lambda x: len(x[1])) for fresh in (True, False)}
-        for fresh, group in groups.items():
-            while group:
-                t = bucket(len(group[-1][1]), self.min_chunk)
-                cap = max(1, self.prefill_tokens // t)
-                # The whole group if it fits the budget, else a power of two that does.
-                rows = len(group) if len(group) <= cap else 1 << (cap.bit_length() - 1)
-                part, group = group[-rows:], group[:-rows]
-                finished += self._prefill(part, fresh)
+        group = sorted(admitted, key=lambda x: len(x[1]))
+        while group:
+            t = bucket(len(group[-1][1]), self.min_chunk)
+            cap = max(1, self.prefill_tokens // t)
+            # The whole group if it fits the budget, else a power of two that does.
+            rows = len(group) if len(group) <= cap else 1 << (cap.bit_length() - 1)
+            part, group = group[-rows:], group[:-rows]
+            finished += self._prefill(part)
         return finished
 
     def _free_slot(self, exclude: set[int]) -> int | None:
@@ -305,10 +304,11 @@ class Engine:
         self.stats["evictions"] += 1
         return slot
 
-    def _prefill(self, part: list[tuple[_Conv, list[int]]], fresh: bool) -> list[Turn]:
+    def _prefill(self, part: list[tuple[_Conv, list[int]]]) -> list[Turn]:
         p = 1 << (len(part) - 1).bit_length()
         t = bucket(max(len(ch) for _, ch in part), self.min_chunk)
         rows = np.full((p,), self.num_slots, np.int32)
+        starts = np.zeros((p,), np.int32)
         chunk = np.zeros((p, t), np.int32)
         lens = np.zeros((p,), np.int32)
         turn = {"max_new": np.ones((p,), np.int32), "seed": np.zeros((p,), np.uint32),
@@ -316,7 +316,7 @@ class Engine:
                 "stop_sel": np.zeros((p, max(len(self._stops), 1)), bool)}
         for i, (conv, ids) in enumerate(part):
             req = conv.request
-            rows[i], lens[i] = conv.slot, len(ids)
+            rows[i], starts[i], lens[i] = conv.slot, conv.cached, len(ids)
             chunk[i, :len(ids)] = ids
             room = (self.max_seq_len - len(conv.history) if self.max_seq_len is not None
                     else req.max_new_tokens)
@@ -327,10 +327,10 @@ class Engine:
             for s in strings:
                 turn["stop_sel"][i, self._stops.index(_as_bytes(s))] = True
             conv.cached += len(ids)
-        fn = self._program("prefill", fresh)
+        fn = self._program("prefill")
         with self._ctx():
             self.cache, self._state, first = fn(self._params, self.cache, self._state, rows,
-                                                chunk, lens, turn)
+                                                starts, chunk, lens, turn)
         first = jax.device_get(first)
         self.stats["prefill_calls"] += 1
         self.stats["prefill_tokens"] += int(lens.sum())
@@ -346,25 +346,37 @@ class Engine:
 
     # ---- decode ------------------------------------------------------------------------------
     def _decode(self, running: list[_Conv]) -> list[Turn]:
-        need = max(c.cached + min(self.decode_steps, self._room(c)) for c in running)
+        k = self.decode_steps
+        need = max(c.cached + min(k, self._room(c)) for c in running)
         self._ensure_cache(need)
-        fn = self._program("decode", self.decode_steps)
+        running = sorted(running, key=lambda c: c.slot)
+        # Every slot over the whole cache in place (what Sampler calls do, the cache grown
+        # to fit) is the fastest step; otherwise only the running rows, read block by
+        # block as far as they need, so a step's cost follows them, not every slot held.
+        compact = (len(running) < self.num_slots or kv_cache.capacity(self.cache)
+                   > kv_cache.round_slots(self.cfg, bucket(need, self.cache_multiple)))
+        if compact:
+            rows = np.full((1 << (len(running) - 1).bit_length(),), self.num_slots, np.int32)
+            rows[:len(running)] = [c.slot for c in running]
+        else:
+            rows = np.arange(self.num_slots, dtype=np.int32)
+        fn = self._program("decode", compact)
         with self._ctx():
-            self.cache, self._state, out = fn(self._params, self.cache, self._state,
-                                              np.int32(self.decode_steps),
-                                              np.bool_(bool(self._queue)))
+            self.cache, self._state, out = fn(self._params, self.cache, self._state, rows,
+                                              np.int32(k), np.bool_(bool(self._queue)))
         out = jax.device_get(out)
         self.stats["decode_calls"] += 1
         self.stats["decode_steps"] += int(out["count"].max())
+        self.stats["decode_row_steps"] += int(len(rows) * out["count"].max())
         done = []
-        for conv in running:
-            s, n = conv.slot, int(out["count"][conv.slot])
-            toks = out["tokens"][s, :n]
+        for i, conv in enumerate(running):
+            n = int(out["count"][i])
+            toks = out["tokens"][i, :n]
             conv.history.extend(int(x) for x in toks)
             conv.cached += n
-            conv.out.append((toks, out["logprobs"][s, :n], out["sampling_logprobs"][s, :n]))
-            if out["finish"][s] != prog.RUNNING:
-                done.append(self._finish(conv, int(out["finish"][s])))
+            conv.out.append((toks, out["logprobs"][i, :n], out["sampling_logprobs"][i, :n]))
+            if out["finish"][i] != prog.RUNNING:
+                done.append(self._finish(conv, int(out["finish"][i])))
         return done
 
     def _room(self, conv: _Conv) -> int:
@@ -384,16 +396,19 @@ class Engine:
 
     # ---- cache, programs and placement ---------------------------------------------------------
     def _ensure_cache(self, need: int) -> None:
-        """Sizes the cache to the bucket of the longest row's needs (grows, or shrinks after
-        long conversations left); the rows held are kept."""
-        held = max([c.cached for c in self._convs.values() if c.slot is not None] + [need, 1])
-        length = kv_cache.round_slots(self.cfg, bucket(held, self.cache_multiple))
+        """Allocates the cache (max_seq_len slots per row when given, else the bucket of
+        what is needed) and grows it when a row needs more; it never shrinks, since a
+        program reads only as far as its rows need."""
+        if self.max_seq_len is not None:
+            length = kv_cache.round_slots(self.cfg, max(self.max_seq_len, need))
+        else:
+            length = kv_cache.round_slots(self.cfg, bucket(need, self.cache_multiple))
         if self.cache is None:
             self.cache = kv_cache.init_cache(self.cfg, self.num_slots, length, self.kv_dtype)
             self._state = prog.init_decode_state(self.num_slots, self.max_stop_ids,
                                                  len(self._stops), self._tail_width())
             self._place()
-        elif kv_cache.capacity(self.cache) != length:
+        elif kv_cache.capacity(self.cache) < length:
             self.cache = kv_cache.resize(self.cache, length)
             self.stats["resizes"] += 1
             self._place()
@@ -435,16 +450,17 @@ class Engine:
                                                 ((0, 0), (0, max(extra, 0)))))
             self._place()
 
-    def _program(self, kind: str, arg: Any):
+    def _program(self, kind: str, arg: Any = None):
         spec = prog.ProgramSpec(self.sampling, self._stops)
-        key = (kind, spec, arg, self.graphdef)
+        key = (kind, spec, arg, self.decode_steps, self.graphdef)
         if key not in self._compiled:
             def on_trace():
                 self._compiled["num_traces"] += 1
             if kind == "prefill":
-                fn = prog.build_prefill(self.graphdef, spec, self._matcher, arg, on_trace)
+                fn = prog.build_prefill(self.graphdef, spec, self._matcher, on_trace)
             else:
-                fn = prog.build_decode(self.graphdef, spec, self._matcher, arg, on_trace)
+                fn = prog.build_decode(self.graphdef, spec, self._matcher, self.decode_steps,
+                                       arg, on_trace)
             self._compiled[key] = fn
         return self._compiled[key]
 

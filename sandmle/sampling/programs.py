@@ -85,38 +85,42 @@ def _constrain(tree: dict, axes: dict) -> dict:
                         is_leaf=lambda x: isinstance(x, jax.Array))
 
 
-def build_prefill(graphdef: Any, spec: ProgramSpec, stop_strings: StopStrings | None,
-                  fresh: bool, on_trace: Callable[[], None] | None = None) -> Callable:
-    """`(params, cache, state, rows, chunk, lens, turn) -> (cache, state, first)`.
+def _take_state(state: dict, rows: jax.Array) -> dict:
+    """Rows of the decode state (padding rows, past the batch, never run)."""
+    st = {k: jnp.take(v, rows, axis=0, mode="clip") for k, v in state.items()}
+    st["running"] = st["running"] & (rows < state["tok"].shape[0])
+    return st
 
-    rows [P]: the slots (P past the batch for padding rows, which change nothing);
-    chunk [P, T] right-padded with lens [P] real tokens each; turn: the rows' per-turn
-    settings {'max_new', 'seed', 'stop_ids', 'stop_sel'}. fresh: the rows start empty
-    (their chunk goes to slots 0..), so the chunk is prefilled into a cache of its own
-    length and copied in, instead of reading the rows' whole caches.
+
+def _put_state(state: dict, rows: jax.Array, st: dict) -> dict:
+    return {k: state[k].at[rows].set(st[k].astype(state[k].dtype), mode="drop") for k in state}
+
+
+def build_prefill(graphdef: Any, spec: ProgramSpec, stop_strings: StopStrings | None,
+                  on_trace: Callable[[], None] | None = None) -> Callable:
+    """`(params, cache, state, rows, starts, chunk, lens, turn) -> (cache, state, first)`.
+
+    rows [P]: the slots (past the batch for padding rows, which change nothing); starts
+    [P]: tokens already in each row's cache (0 for a new or evicted conversation, whose
+    slot may hold another's stale tokens); chunk [P, T] right-padded with lens [P] real
+    tokens each; turn: the rows' per-turn settings {'max_new', 'seed', 'stop_ids',
+    'stop_sel'}. The chunk is written straight into the rows' caches.
     first: {'tok', 'logprob', 'sampling_logprob', 'finish'} [P].
     """
     checks = _Checks(stop_strings)
 
-    def run(params, cache, state, rows, chunk, lens, turn):
+    def run(params, cache, state, rows, starts, chunk, lens, turn):
         if on_trace is not None:
             on_trace()
         model = nnx.merge(graphdef, *params)
         p, t = chunk.shape
         mask = jnp.arange(t)[None, :] < lens[:, None]
-        length = kv_cache.capacity(cache)
-        if fresh:
-            kv_dtype = jax.tree.leaves(cache["layers"])[0].dtype
-            sub = {"layers": kv_cache.init_layers(model.config, p,
-                                                  kv_cache.round_slots(model.config, t),
-                                                  kv_dtype),
-                   "end": jnp.zeros((p,), jnp.int32)}
-        else:
-            sub = kv_cache.take_rows(cache, rows, length)
-        positions = sub["end"][:, None] + jnp.arange(t, dtype=jnp.int32)[None]
-        logits, sub, _ = model(chunk, positions, mask, cache=sub,
-                               logits_index=jnp.maximum(lens - 1, 0)[:, None])
-        cache = _constrain(kv_cache.put_rows(cache, rows, sub), kv_cache.cache_axes(cache))
+        c = {"layers": cache["layers"], "rows": rows,
+             "end": cache["end"].at[rows].set(starts, mode="drop")}
+        positions = starts[:, None] + jnp.arange(t, dtype=jnp.int32)[None]
+        logits, c, _ = model(chunk, positions, mask, cache=c,
+                             logits_index=jnp.maximum(lens - 1, 0)[:, None])
+        cache = _constrain({"layers": c["layers"], "end": c["end"]}, kv_cache.cache_axes(cache))
         seed = turn["seed"]
         tok, lp, slp = select_tokens(logits[:, 0], spec.sampling,
                                      _row_keys(seed, jnp.zeros_like(seed, jnp.int32)))
@@ -126,8 +130,7 @@ def build_prefill(graphdef: Any, spec: ProgramSpec, stop_strings: StopStrings | 
         new = {"tok": tok, "n_gen": jnp.ones((p,), jnp.int32), "max_new": turn["max_new"],
                "running": finish == RUNNING, "seed": seed, "stop_ids": turn["stop_ids"],
                "stop_sel": turn["stop_sel"], "tail": tail}
-        state = {k: state[k].at[rows].set(new[k].astype(state[k].dtype), mode="drop")
-                 for k in state}
+        state = _put_state(state, rows, new)
         first = {"tok": tok, "logprob": lp, "sampling_logprob": slp, "finish": finish}
         return cache, state, first
 
@@ -135,20 +138,26 @@ def build_prefill(graphdef: Any, spec: ProgramSpec, stop_strings: StopStrings | 
 
 
 def build_decode(graphdef: Any, spec: ProgramSpec, stop_strings: StopStrings | None,
-                 out_len: int, on_trace: Callable[[], None] | None = None) -> Callable:
-    """`(params, cache, state, n_steps, exit_on_finish) -> (cache, state, out)`.
+                 out_len: int, compact: bool, on_trace: Callable[[], None] | None = None
+                 ) -> Callable:
+    """`(params, cache, state, rows, n_steps, exit_on_finish) -> (cache, state, out)`.
 
-    out: {'tokens', 'logprobs', 'sampling_logprobs'} [N, out_len] (row b's new tokens are
-    its first `count[b]` columns), 'count' [N], 'finish' [N] (RUNNING if still going).
+    compact: run only the slots `rows` [R] (padding: past the batch); each step writes
+    their tokens in place and reads their caches block by block up to the longest of
+    them (kv_cache.attend), so its cost follows the running rows, not every slot held.
+    Not compact: every slot, over the whole cache (rows is ignored).
+    out: {'tokens', 'logprobs', 'sampling_logprobs'} [R, out_len] (row p's new tokens are
+    its first `count[p]` columns), 'count' [R], 'finish' [R] (RUNNING if still going).
     """
     checks = _Checks(stop_strings)
 
-    def run(params, cache, state, n_steps, exit_on_finish):
+    def run(params, cache, state, rows, n_steps, exit_on_finish):
         if on_trace is not None:
             on_trace()
         model = nnx.merge(graphdef, *params)
-        n = state["tok"].shape[0]
-        cache_ax, state_ax = kv_cache.cache_axes(cache), decode_state_axes(state)
+        st0 = _take_state(state, rows) if compact else state
+        r = st0["tok"].shape[0]
+        cache_ax, state_ax = kv_cache.cache_axes(cache), decode_state_axes(st0)
 
         def cond(c):
             going = jnp.any(c["state"]["running"])
@@ -158,10 +167,10 @@ def build_decode(graphdef: Any, spec: ProgramSpec, stop_strings: StopStrings | N
         def body(c):
             i, st = c["i"], c["state"]
             live = st["running"]
-            end = c["cache"]["end"]
+            kv = dict(c["cache"], rows=rows) if compact else c["cache"]
+            end = jnp.take(kv["end"], rows, mode="clip") if compact else kv["end"]
             # A row's position is its slot; rows not running write nothing (mask False).
-            logits, cache, _ = model(st["tok"][:, None], end[:, None], live[:, None],
-                                     cache=c["cache"])
+            logits, kv, _ = model(st["tok"][:, None], end[:, None], live[:, None], cache=kv)
             tok, lp, slp = select_tokens(logits[:, 0], spec.sampling,
                                          _row_keys(st["seed"], st["n_gen"]))
             tok = jnp.where(live, tok, st["tok"])
@@ -175,19 +184,21 @@ def build_decode(graphdef: Any, spec: ProgramSpec, stop_strings: StopStrings | N
                 return jax.lax.dynamic_update_slice_in_dim(buf, val[:, None], i, axis=1)
 
             st = dict(st, tok=tok, n_gen=n_gen, tail=tail, running=live & (finish == RUNNING))
-            return dict(i=i + 1, cache=_constrain(cache, cache_ax),
+            new_cache = {"layers": kv["layers"], "end": kv["end"]}
+            return dict(i=i + 1, cache=_constrain(new_cache, cache_ax),
                         state=_constrain(st, state_ax), finish=finish,
                         count=c["count"] + live.astype(jnp.int32),
                         tokens=put(c["tokens"], tok), logprobs=put(c["logprobs"], lp),
                         sampling_logprobs=put(c["sampling_logprobs"], slp))
 
-        zeros = jnp.zeros((n, out_len), jnp.float32)
-        c = dict(i=jnp.int32(0), cache=cache, state=state,
-                 finish=jnp.full((n,), RUNNING, jnp.int32), count=jnp.zeros((n,), jnp.int32),
-                 tokens=jnp.zeros((n, out_len), jnp.int32), logprobs=zeros,
+        zeros = jnp.zeros((r, out_len), jnp.float32)
+        c = dict(i=jnp.int32(0), cache=cache, state=st0,
+                 finish=jnp.full((r,), RUNNING, jnp.int32), count=jnp.zeros((r,), jnp.int32),
+                 tokens=jnp.zeros((r, out_len), jnp.int32), logprobs=zeros,
                  sampling_logprobs=zeros)
         c = jax.lax.while_loop(cond, body, c)
+        state = _put_state(state, rows, c["state"]) if compact else c["state"]
         out = {k: c[k] for k in ("tokens", "logprobs", "sampling_logprobs", "count", "finish")}
-        return c["cache"], c["state"], out
+        return c["cache"], state, out
 
     return jax.jit(run, donate_argnums=(1, 2))

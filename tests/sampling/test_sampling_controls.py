@@ -184,10 +184,13 @@ def test_bad_inputs_raise_clear_errors(model):
 
 
 def test_config_block_builds_params_and_rejects_bad_values():
-    from sandmle.sampling.config import default_config, sampler_kwargs, sampling_params
+    from sandmle.sampling.config import (default_config, engine_kwargs, sampler_kwargs,
+                                         sampling_params)
     c = default_config()
     assert sampling_params(c) == SamplingParams()
-    assert sampler_kwargs(c)["cache_multiple"] == 128
+    assert sampler_kwargs(c)["cache_multiple"] == 64
+    kw = engine_kwargs(c)
+    assert kw["sampling"] == SamplingParams() and kw["stop_strings"] == ("</tool_call>",)
     c.top_p = 1.5
     with pytest.raises(ValueError, match="top_p"):
         sampling_params(c)
