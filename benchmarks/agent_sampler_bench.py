@@ -22,8 +22,9 @@ observation of uniform [`--min_obs`, `--max_obs`] random tokens.
 
 Each driver runs the script once untimed (to compile its programs) and then timed. Printed
 side by side: makespan (first request to last token), generated tokens per second of
-makespan, time spent waiting on tools with nothing to decode, prefill tokens, decode
-programs' steps, and programs compiled during the timed run; then the ratios.
+makespan, time spent waiting on tools with nothing to decode, prefill tokens and the
+seconds of the prefill calls, decode steps and the seconds of the decode calls, and
+programs compiled during the timed run; then the ratios.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ def run_lockstep(sampler, script: Script) -> dict:
     assert tokens == int(np.sum([sum(g) for g in script.gens]))
     return {"makespan": makespan, "tokens": tokens, "tool_wait": waited,
             "prefill_tokens": stats["prefill_tokens"], "decode_steps": stats["decode_steps"],
+            "prefill_s": stats["prefill_s"], "decode_s": stats["decode_s"],
             "traces": sampler.num_traces - traces0}
 
 
@@ -153,6 +155,8 @@ def run_continuous(engine, script: Script) -> dict:
     return {"makespan": makespan, "tokens": tokens, "tool_wait": waited,
             "prefill_tokens": engine.stats["prefill_tokens"] - stats0["prefill_tokens"],
             "decode_steps": engine.stats["decode_steps"] - stats0["decode_steps"],
+            "prefill_s": engine.stats["prefill_s"] - stats0["prefill_s"],
+            "decode_s": engine.stats["decode_s"] - stats0["decode_s"],
             "traces": engine.num_traces - traces0}
 
 
@@ -187,11 +191,12 @@ def main(argv):
           f"{_MIN_OBS.value}-{_MAX_OBS.value} tokens, tool latency "
           f"{_MIN_LAT.value}-{_MAX_LAT.value} s")
     print(f"{'driver':<12} {'makespan s':>10} {'tokens/s':>9} {'tool wait s':>11} "
-          f"{'prefill tok':>11} {'decode steps':>12} {'compiles':>8}")
+          f"{'prefill tok':>11} {'prefill s':>9} {'decode steps':>12} {'decode s':>8} "
+          f"{'compiles':>8}")
     for name, r in (("lock-step", lock), ("continuous", cont)):
         print(f"{name:<12} {r['makespan']:>10.2f} {r['tokens'] / r['makespan']:>9.0f} "
-              f"{r['tool_wait']:>11.2f} {r['prefill_tokens']:>11} {r['decode_steps']:>12} "
-              f"{r['traces']:>8}")
+              f"{r['tool_wait']:>11.2f} {r['prefill_tokens']:>11} {r['prefill_s']:>9.2f} "
+              f"{r['decode_steps']:>12} {r['decode_s']:>8.2f} {r['traces']:>8}")
     speed = (cont["tokens"] / cont["makespan"]) / (lock["tokens"] / lock["makespan"])
     print(f"continuous / lock-step: tokens/s {speed:.2f}x (goal >= 1.5x), makespan "
           f"{cont['makespan'] / lock['makespan']:.2f} of lock-step's (goal < 1)")

@@ -118,8 +118,12 @@ def online_softmax_step(carry: tuple, s: jax.Array, vblk: jax.Array) -> tuple:
     m_new = jnp.maximum(m, jnp.max(s, axis=-1))
     p = jnp.exp(s - m_new[..., None])
     corr = jnp.exp(m - m_new)
-    pv = jnp.einsum("bkgts,bksd->bkgtd", p.astype(vblk.dtype), vblk,
-                    preferred_element_type=jnp.float32)
+    if s.shape[-2] == 1:  # One query (decode): a fused multiply-reduce beats a tiny dot.
+        pv = jnp.sum(p[:, :, :, 0, :, None] * vblk[:, :, None].astype(jnp.float32),
+                     axis=3)[:, :, :, None]
+    else:
+        pv = jnp.einsum("bkgts,bksd->bkgtd", p.astype(vblk.dtype), vblk,
+                        preferred_element_type=jnp.float32)
     return m_new, l * corr + jnp.sum(p, axis=-1), acc * corr[..., None] + pv
 
 

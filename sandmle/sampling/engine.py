@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -154,9 +155,11 @@ class Engine:
         self._next_handle, self._clock = 0, 0
         self.cache: dict | None = None
         self._state: dict | None = None
-        # decode_row_steps: rows (padding included) x steps the decode programs ran.
-        self.stats = {"prefill_calls": 0, "prefill_tokens": 0, "decode_calls": 0,
-                      "decode_steps": 0, "decode_row_steps": 0, "evictions": 0, "resizes": 0}
+        # decode_row_steps: rows (padding included) x steps the decode programs ran;
+        # *_s: wall seconds of the calls (compiles included).
+        self.stats = {"prefill_calls": 0, "prefill_tokens": 0, "prefill_s": 0.0,
+                      "decode_calls": 0, "decode_steps": 0, "decode_row_steps": 0,
+                      "decode_s": 0.0, "evictions": 0, "resizes": 0}
         self._register_stops(self.stop_strings)
 
     # ---- public API -------------------------------------------------------------------------
@@ -328,10 +331,12 @@ class Engine:
                 turn["stop_sel"][i, self._stops.index(_as_bytes(s))] = True
             conv.cached += len(ids)
         fn = self._program("prefill")
+        t0 = time.perf_counter()
         with self._ctx():
             self.cache, self._state, first = fn(self._params, self.cache, self._state, rows,
                                                 starts, chunk, lens, turn)
         first = jax.device_get(first)
+        self.stats["prefill_s"] += time.perf_counter() - t0
         self.stats["prefill_calls"] += 1
         self.stats["prefill_tokens"] += int(lens.sum())
         done = []
@@ -361,10 +366,12 @@ class Engine:
         else:
             rows = np.arange(self.num_slots, dtype=np.int32)
         fn = self._program("decode", compact)
+        t0 = time.perf_counter()
         with self._ctx():
             self.cache, self._state, out = fn(self._params, self.cache, self._state, rows,
                                               np.int32(k), np.bool_(bool(self._queue)))
         out = jax.device_get(out)
+        self.stats["decode_s"] += time.perf_counter() - t0
         self.stats["decode_calls"] += 1
         self.stats["decode_steps"] += int(out["count"].max())
         self.stats["decode_row_steps"] += int(len(rows) * out["count"].max())

@@ -20,6 +20,11 @@ def model():
     return qwen3.Qwen3(cfg, rngs=nnx.Rngs(4))
 
 
+# Compiled programs shared by this module's engines (same model graph; the key holds the
+# sampling settings and shapes), so each shape compiles once for all the tests.
+COMPILED: dict = {}
+
+
 @nnx.jit
 def _logprobs(m, seq):
     logits, _ = m(seq, jnp.arange(seq.shape[1])[None])
@@ -99,10 +104,10 @@ def engine_history_free(engine, handle):
 def test_rows_do_not_depend_on_their_neighbours(model):
     """A request's draws depend on its seed and tokens only, not on who shares the batch."""
     prompt = [5, 6, 7, 8]
-    alone = Engine(model, num_slots=1, stop_token_ids=())
+    alone = Engine(model, num_slots=4, stop_token_ids=(), compiled=COMPILED)
     alone.add(Request(prompt, max_new_tokens=20, seed=3))
     ref = _drain(alone)[0]
-    crowd = Engine(model, num_slots=4, stop_token_ids=())
+    crowd = Engine(model, num_slots=4, stop_token_ids=(), compiled=COMPILED)
     for seed in (1, 2):
         crowd.add(Request([9, 9, 9, 1, 2], max_new_tokens=7, seed=seed))
     crowd.step()  # The others are mid-turn when the request joins.
@@ -122,14 +127,15 @@ def _drain(engine):
 def test_per_request_stops_and_budgets(model):
     vocab = model.config.vocab_size
     pieces = [bytes([97 + i % 26]) * (1 + i // 26) for i in range(vocab)]  # 'a', 'b', ..
-    free = Engine(model, num_slots=4, stop_token_ids=())
+    free = Engine(model, num_slots=4, stop_token_ids=(), compiled=COMPILED)
     for seed in range(4):
         free.add(Request([1, 2, 3], max_new_tokens=40, seed=seed))
     ref = {t.handle: t for t in _drain(free)}
     # Stop at a token each free-running row sampled: row 0 by id, row 1 by string (its
     # text), row 2 both ways, row 3 with no stops and a shorter budget.
     targets = {h: int(ref[h].tokens[5]) for h in ref}
-    engine = Engine(model, num_slots=4, stop_token_ids=(), token_bytes=pieces)
+    engine = Engine(model, num_slots=4, stop_token_ids=(), token_bytes=pieces,
+                    compiled=COMPILED)
     specs = [dict(stop_token_ids=[targets[0]]),
              dict(stop_strings=[pieces[targets[1]].decode()]),
              dict(stop_token_ids=[targets[2]], stop_strings=[pieces[targets[2]].decode()]),
