@@ -30,6 +30,8 @@ run() {  # name, then the command; a failing bench does not stop the others
 }
 run learner python3 benchmarks/learner_bench.py --preset=qwen3-0.6b --batch=8 --seq_len=512 \
   --compute_dtype=bfloat16 --steps=3 --peak_tflops="$peak_tflops"
+run learner_8k_cudnn python3 benchmarks/learner_bench.py --preset=qwen3-0.6b --batch=1 \
+  --seq_len=8192 --compute_dtype=bfloat16 --attention=cudnn --steps=3 --peak_tflops="$peak_tflops"
 run sampler python3 benchmarks/sampler_bench.py --device=gpu --preset=qwen3-0.6b \
   --dtype=bfloat16 --peak_hbm_gbps="$peak_hbm" --repeats=1
 run forward python3 benchmarks/forward_bench.py --device=gpu --preset=qwen3-0.6b \

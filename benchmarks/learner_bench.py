@@ -4,6 +4,8 @@
     python benchmarks/learner_bench.py --preset=qwen3-0.6b --batch=8 --seq_len=2048 \
         --compute_dtype=bfloat16 --peak_tflops=989           # e.g. one H100 (bf16 dense)
     python benchmarks/learner_bench.py --layers=28            # compile cost of depth
+    python benchmarks/learner_bench.py --preset=qwen3-0.6b --batch=1 --seq_len=8192 \
+        --compute_dtype=bfloat16 --attention=cudnn --peak_tflops=989   # GPU, fused attention
 
 Rows: a jitted square matmul (the machine's practical FLOP/s ceiling, measured now), the
 forward logprob pass, the GRPO update on the full batch and in 4 micro-batches, and the
@@ -41,6 +43,8 @@ flags.DEFINE_integer("steps", 5, "timed steps per row (after one compile step)")
 flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "compute dtype")
 flags.DEFINE_float("peak_tflops", 0.0, "accelerator peak TFLOP/s for MFU (0: skip)")
 flags.DEFINE_integer("layers", 0, "decoder layers (0: the preset's)")
+flags.DEFINE_enum("attention", "xla", ["auto", "xla", "chunked", "cudnn", "pallas"],
+                  "the model's attention implementation (Qwen3Config.attention)")
 FLAGS = flags.FLAGS
 
 
@@ -87,7 +91,8 @@ def make_batch(b: int, t: int, vocab: int) -> dict:
 
 def main(argv):
     del argv
-    overrides = {}
+    # The model computes in the learner's dtype (cuDNN's fused attention needs bf16).
+    overrides = {"attention": FLAGS.attention, "dtype": FLAGS.compute_dtype}
     if FLAGS.layers:
         overrides["num_hidden_layers"] = FLAGS.layers
     cfg = qwen3.get_preset(FLAGS.preset, **overrides)

@@ -15,6 +15,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from sandmle.models.attention import CHOICES as ATTENTION_CHOICES
+
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 # RoPE variants whose frequencies depend only on the config (see rope.py).
@@ -31,6 +33,7 @@ class Qwen3Config:
     `moe_impl` picks how experts run: 'ragged' (tokens sorted by expert, grouped
     matmul; FLOPs of the active experts only) or 'dense' (every expert on every
     token, masked; simple, expert-axis shardable, E/k times the FLOPs).
+    `attention` picks the attention kernel (see attention.py).
     """
 
     vocab_size: int = 151936
@@ -66,6 +69,11 @@ class Qwen3Config:
     param_dtype: str = "float32"
     remat: str = "none"
     moe_impl: str = "ragged"
+    # Attention kernel (attention.py): 'xla', 'chunked', 'cudnn', 'pallas' or 'auto'
+    # (pallas on TPU, cudnn on GPU in bf16/fp16, else xla); `attention_block` keys per
+    # block of the chunked one.
+    attention: str = "xla"
+    attention_block: int = 512
 
     def __post_init__(self):
         problems = []
@@ -83,6 +91,10 @@ class Qwen3Config:
                             f"one of {sorted(_DTYPES)}")
         if self.remat not in ("none", "full", "dots"):
             problems.append(f"remat={self.remat!r} must be 'none', 'full' or 'dots'")
+        if self.attention not in ATTENTION_CHOICES:
+            problems.append(f"attention={self.attention!r} must be one of {ATTENTION_CHOICES}")
+        if self.attention_block <= 0:
+            problems.append(f"attention_block={self.attention_block} must be positive")
         if self.moe_impl not in ("ragged", "dense"):
             problems.append(f"moe_impl={self.moe_impl!r} must be 'ragged' or 'dense'")
         if self.hidden_act != "silu":

@@ -1,5 +1,7 @@
 """Qwen3 building blocks: annotated parameters, RMSNorm, attention with a KV cache, MLP.
 
+The attention kernels live in attention.py and the cache in kv_cache.py.
+
 Every parameter carries its logical axes in the `out_sharding` metadata (names from
 sandmle.parallel.DEFAULT_RULES). Variables are created with eager sharding off so a
 model also builds outside a mesh; inside `params_on(mesh, rules)` (what
@@ -18,16 +20,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sandmle.models import attention as attn_lib
+from sandmle.models import kv_cache
 from sandmle.models.config import Qwen3Config
 from sandmle.models.rope import apply_rope
 from sandmle.parallel import named_sharding, with_logical_constraint
 
 Initializer = Callable[..., jax.Array]
-
-# Additive mask value: finite so that fully masked rows (padding queries) give a uniform
-# softmax instead of NaN.
-_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
-
 
 # (mesh, rules) while a model is built under `params_on`, else None.
 _PLACEMENT: contextvars.ContextVar[tuple[Any, tuple] | None] = contextvars.ContextVar(
@@ -114,7 +113,8 @@ class MLP(nnx.Module):
 
 
 class Attention(nnx.Module):
-    """Grouped-query attention with q/k RMSNorm, RoPE, padding masks and a KV cache."""
+    """Grouped-query attention with q/k RMSNorm, RoPE, padding masks and a KV cache
+    (the implementation chosen by `cfg.attention`)."""
 
     def __init__(self, cfg: Qwen3Config, rngs: nnx.Rngs):
         init = normal_init(cfg.initializer_range)
@@ -135,6 +135,7 @@ class Attention(nnx.Module):
         self.num_heads, self.num_kv_heads, self.head_dim = h, k, d
         self.attention_bias = cfg.attention_bias
         self.dtype = cfg.compute_dtype
+        self.attention, self.attention_block = cfg.attention, cfg.attention_block
 
     def _project(self, x: jax.Array, name: str) -> jax.Array:
         w = getattr(self, f"{name}_proj")[...].astype(self.dtype)
@@ -145,49 +146,35 @@ class Attention(nnx.Module):
 
     def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array,
                  attention_mask: jax.Array, layer_cache: dict | None = None,
-                 cache_mask: jax.Array | None = None, cache_index: jax.Array | None = None
-                 ) -> tuple[jax.Array, dict | None]:
+                 q_slots: jax.Array | None = None, write_slots: jax.Array | None = None,
+                 rows: jax.Array | None = None) -> tuple[jax.Array, dict | None]:
         """x [B, T, E]; attention_mask [B, T] (True = real token).
 
-        With `layer_cache` ({'k','v'}: [B, S, kv_heads, head_dim]), the new keys/values are
-        written at slots cache_index[b] + t, and queries attend to the slots up to their
-        own whose `cache_mask` [B, S] entry (already updated) is True.
+        Without a cache: causal attention within the rows (keys with a False mask are never
+        attended). With `layer_cache` (see kv_cache.py) the chunk's keys/values are written
+        at `write_slots` [B, T] (out of range: not written) of cache rows `rows` [B]
+        (default: row b) and each query, at `q_slots` [B, T], attends to the slots at or
+        before its own.
         """
         q = self.q_norm(self._project(x, "q"))
         k = self.k_norm(self._project(x, "k"))
         v = self._project(x, "v")
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q = with_logical_constraint(q, ("act_batch", "act_length", "act_heads", None))
-        t = x.shape[1]
+        impl = attn_lib.resolve(self.attention, self.dtype)
         if layer_cache is None:
-            keys, values, key_mask = k, v, attention_mask
-            q_slots = jnp.broadcast_to(jnp.arange(t)[None], attention_mask.shape)
+            out = attn_lib.self_attention(q, k, v, attention_mask, impl=impl, dtype=self.dtype,
+                                          block=self.attention_block)
         else:
-            write = jax.vmap(lambda buf, new, i: jax.lax.dynamic_update_slice_in_dim(
-                buf, new.astype(buf.dtype), i, axis=0))
-            keys = write(layer_cache["k"], k, cache_index)
-            values = write(layer_cache["v"], v, cache_index)
-            kv_names = ("act_batch", "cache_length", "act_kv_heads", None)
-            keys = with_logical_constraint(keys, kv_names)
-            values = with_logical_constraint(values, kv_names)
-            layer_cache = {"k": keys, "v": values}
-            key_mask = cache_mask
-            q_slots = cache_index[:, None] + jnp.arange(t)[None]
-        k_slots = jnp.arange(keys.shape[1])
-        # [B, T, S]: causal in slot order, and only real (unpadded) keys.
-        mask = key_mask[:, None, :] & (k_slots[None, None, :] <= q_slots[:, :, None])
-
-        b, _, h, d = q.shape
-        g = h // self.num_kv_heads
-        qg = q.reshape(b, t, self.num_kv_heads, g, d)
-        scores = jnp.einsum("btkgd,bskd->bkgts", qg, keys.astype(self.dtype),
-                            preferred_element_type=jnp.float32) * (d ** -0.5)
-        scores = jnp.where(mask[:, None, None], scores, _MASK_VALUE)
-        probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-        out = jnp.einsum("bkgts,bskd->btkgd", probs, values.astype(self.dtype))
-        out = out.reshape(b, t, h, d)
+            layer_cache = kv_cache.write(layer_cache, k, v, write_slots, rows)
+            out = kv_cache.attend(layer_cache, q, q_slots, impl=impl, dtype=self.dtype,
+                                  block=self.attention_block, rows=rows)
+        b, t, h, d = out.shape
         out = with_logical_constraint(out, ("act_batch", "act_length", "act_heads", None))
-        y = jnp.einsum("bthd,hde->bte", out, self.o_proj[...].astype(self.dtype))
+        # One [B*T, H*D] x [H*D, E] matmul: with the einsum over (h, d), XLA re-laid the
+        # [H, D, E] weight out (a copy per layer per decode step) to match the output's layout.
+        wo = self.o_proj[...].astype(self.dtype)
+        y = out.reshape(b, t, h * d) @ wo.reshape(h * d, wo.shape[-1])
         if self.attention_bias:
             y = y + self.o_bias[...].astype(self.dtype)
         return y, layer_cache

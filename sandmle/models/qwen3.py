@@ -5,7 +5,7 @@
     model = qwen3.Qwen3(cfg, rngs=nnx.Rngs(0))
     logits, aux = model(tokens, positions, attention_mask)
     cache = model.init_cache(batch_size, max_length)
-    logits, cache, aux = model(tokens, positions, attention_mask, cache=cache)
+    logits, cache, aux = model(tokens, positions, attention_mask, cache=cache)  # right-padded
 
 The module tree mirrors transformers' (model.embed_tokens, model.layers[i].self_attn.q_proj,
 ..., lm_head), so hf.py's name table stays one line per tensor kind. See docs/model.md.
@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh
 
+from sandmle.models import kv_cache
 from sandmle.models.config import (PRESETS, Qwen3Config, count_params, get_preset,
                                    load_hf_config, preset_names)
 from sandmle.models.layers import MLP, Attention, RMSNorm, make_param, normal_init, params_on
@@ -50,10 +51,10 @@ class DecoderLayer(nnx.Module):
         else:
             self.mlp = MLP(cfg, cfg.intermediate_size, rngs)
 
-    def __call__(self, x, cos, sin, attention_mask, layer_cache=None, cache_mask=None,
-                 cache_index=None):
+    def __call__(self, x, cos, sin, attention_mask, layer_cache=None, q_slots=None,
+                 write_slots=None, rows=None):
         a, layer_cache = self.self_attn(self.input_layernorm(x), cos, sin, attention_mask,
-                                        layer_cache, cache_mask, cache_index)
+                                        layer_cache, q_slots, write_slots, rows)
         x = with_logical_constraint(x + a, _ACT)
         h = self.post_attention_layernorm(x)
         if self.is_moe:
@@ -81,10 +82,15 @@ class Qwen3Model(nnx.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.weight_dtype)
 
     def __call__(self, tokens: jax.Array, positions: jax.Array,
-                 attention_mask: jax.Array | None = None, *, cache: dict | None = None,
-                 cache_index: jax.Array | int | None = None
+                 attention_mask: jax.Array | None = None, *, cache: dict | None = None
                  ) -> tuple[jax.Array, dict | None, dict]:
-        """Returns (final hidden states [B, T, E], updated cache or None, aux)."""
+        """Returns (final hidden states [B, T, E], updated cache or None, aux).
+
+        With a cache (kv_cache.py), each row's real tokens must be a prefix of the chunk
+        (right padding): they are written at the row's next free slots and its `end`
+        advances by their number. A cache with 'rows' [B] maps batch row b to cache row
+        rows[b] (rows past the cache's batch are padding: nothing is written for them).
+        """
         cfg = self.config
         tokens = jnp.asarray(tokens, jnp.int32)
         if tokens.ndim != 2:
@@ -103,18 +109,21 @@ class Qwen3Model(nnx.Module):
         x = with_logical_constraint(x, _ACT)
         cos, sin = rope_cos_sin(cfg, positions)
 
-        cache_mask = None
+        write_slots = q_slots = rows = None
         if cache is not None:
-            s = cache["mask"].shape[1]
-            if cache["mask"].shape[0] != b:
-                raise ValueError(f"cache batch {cache['mask'].shape[0]} != tokens batch {b}")
+            rows = cache.get("rows")
+            if rows is None and cache["end"].shape[0] != b:
+                raise ValueError(f"cache batch {cache['end'].shape[0]} != tokens batch {b}")
+            if rows is not None and rows.shape != (b,):
+                raise ValueError(f"cache rows shape {rows.shape} != ({b},)")
+            s = kv_cache.capacity(cache)
             if t > s:
                 raise ValueError(f"chunk of {t} tokens does not fit a cache of length {s}")
-            if cache_index is None:
-                cache_index = cache["end"]
-            cache_index = jnp.broadcast_to(jnp.asarray(cache_index, jnp.int32), (b,))
-            cache_mask = jax.vmap(lambda m, new, i: jax.lax.dynamic_update_slice_in_dim(
-                m, new, i, axis=0))(cache["mask"], attention_mask, cache_index)
+            end = cache["end"] if rows is None else jnp.take(cache["end"], rows, mode="clip")
+            # Row b's real tokens (a prefix of the chunk) go to slots end[b], end[b]+1, ...;
+            # its padding is not written (slot s is out of range, so the scatter drops it).
+            q_slots = end[:, None] + jnp.arange(t, dtype=jnp.int32)[None]
+            write_slots = jnp.where(attention_mask, q_slots, s)
 
         stats = []
         new_layers = []
@@ -126,7 +135,7 @@ class Qwen3Model(nnx.Module):
                                                                   attention_mask)
             else:
                 lc = cache["layers"][i] if cache is not None else None
-                x, lc, st = layer(x, cos, sin, attention_mask, lc, cache_mask, cache_index)
+                x, lc, st = layer(x, cos, sin, attention_mask, lc, q_slots, write_slots, rows)
                 new_layers.append(lc)
             if st is not None:
                 stats.append(st)
@@ -138,7 +147,12 @@ class Qwen3Model(nnx.Module):
             if stats else jnp.zeros((), jnp.float32)}
         new_cache = None
         if cache is not None:
-            new_cache = {"layers": new_layers, "mask": cache_mask, "end": cache_index + t}
+            lens = jnp.sum(attention_mask, axis=1, dtype=jnp.int32)
+            if rows is None:
+                new_cache = {"layers": new_layers, "end": cache["end"] + lens}
+            else:
+                new_cache = {"layers": new_layers, "rows": rows,
+                             "end": cache["end"].at[rows].add(lens, mode="drop")}
         return x, new_cache, aux
 
 
@@ -166,16 +180,18 @@ class Qwen3(nnx.Module):
 
     def __call__(self, tokens: jax.Array, positions: jax.Array,
                  attention_mask: jax.Array | None = None, *, cache: dict | None = None,
-                 cache_index: jax.Array | int | None = None, return_hidden: bool = False,
-                 logits_index: jax.Array | None = None):
+                 return_hidden: bool = False, logits_index: jax.Array | None = None):
         """Forward pass.
 
         Args:
           tokens, positions: int32 [B, T]; positions are explicit (RoPE), so left padding,
             packed rows and decode at per-row offsets all work.
           attention_mask: bool [B, T], False for padding (never attended to as a key).
-          cache: from `init_cache`; when given, the chunk is written at slots
-            `cache_index` ([B] or scalar; default: the cache's own per-row `end`).
+          cache: from `init_cache`; when given, row b's real tokens (a prefix of its
+            chunk: right padding) are written at slots cache['end'][b], ... and attend to
+            every earlier slot of the row; the returned cache's `end` counts them. With
+            cache['rows'] [B], batch row b uses cache row rows[b] (the sampling engine runs
+            a subset of its slots this way).
           return_hidden: also put the final hidden states in aux['hidden'].
           logits_index: int [B, K]: compute logits only at these time indices of each
             row (e.g. the last real prompt token after a prefill), giving [B, K, V]
@@ -186,8 +202,7 @@ class Qwen3(nnx.Module):
           aux['router_aux_loss'] is transformers' unscaled load-balancing loss over the
           real tokens (0 for dense models).
         """
-        hidden, new_cache, aux = self.model(tokens, positions, attention_mask, cache=cache,
-                                            cache_index=cache_index)
+        hidden, new_cache, aux = self.model(tokens, positions, attention_mask, cache=cache)
         if return_hidden:
             aux["hidden"] = hidden
         if logits_index is not None:
@@ -270,23 +285,13 @@ class Qwen3Critic(nnx.Module):
 
 
 def init_cache(cfg: Qwen3Config, batch_size: int, max_length: int, dtype: Any = None) -> dict:
-    """An empty KV cache: {'layers': [{'k','v'}: [B, S, kv_heads, head_dim]] * L,
-    'mask': [B, S] bool (slot holds a real token), 'end': [B] int32 (next free slot)}."""
-    dtype = cfg.compute_dtype if dtype is None else dtype
-    shape = (batch_size, max_length, cfg.num_key_value_heads, cfg.head_dim)
-    return {
-        "layers": [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
-                   for _ in range(cfg.num_hidden_layers)],
-        "mask": jnp.zeros((batch_size, max_length), bool),
-        "end": jnp.zeros((batch_size,), jnp.int32),
-    }
+    """An empty KV cache of `max_length` slots per row (layout: kv_cache.py)."""
+    return kv_cache.init_cache(cfg, batch_size, max_length, dtype)
 
 
 def cache_logical_axes(cache: dict) -> dict:
     """Logical axis names for each leaf of a cache (for sharding it on a mesh)."""
-    kv = ("act_batch", "cache_length", "act_kv_heads", "head_dim")
-    return {"layers": [{"k": kv, "v": kv} for _ in cache["layers"]],
-            "mask": ("act_batch", "cache_length"), "end": ("act_batch",)}
+    return kv_cache.cache_axes(cache)
 
 
 # Sharding ---------------------------------------------------------------------------------

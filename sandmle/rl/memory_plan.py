@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec
 
 from sandmle import parallel
+from sandmle.models import attention as attn_lib
 from sandmle.rl.optim import make_multi_optimizer
 from sandmle.rl.config import optimizer_config
 from sandmle.rl.step import StepBuilder, batch_spec, split_module
@@ -32,11 +34,13 @@ GB = 1e9
 
 @dataclasses.dataclass(frozen=True)
 class Topology:
-    """A slice / node: how many accelerators and how much memory each has."""
+    """A slice / node: how many accelerators, how much memory each has, and the JAX
+    backend (which decides what `--attention=auto` selects)."""
     name: str
     devices: int
     bytes_per_device: float
     note: str
+    backend: str = "tpu"
 
 
 TOPOLOGIES: dict[str, Topology] = {t.name: t for t in [
@@ -46,10 +50,10 @@ TOPOLOGIES: dict[str, Topology] = {t.name: t for t in [
     Topology("v5p-128", 64, 95 * GB, "TPU v5p, 64 chips x 95 GB HBM"),
     Topology("v5p-256", 128, 95 * GB, "TPU v5p, 128 chips x 95 GB HBM"),
     Topology("v5e-64", 64, 16 * GB, "TPU v5e (v5litepod-64), 64 chips x 16 GB HBM"),
-    Topology("8xH100-80GB", 8, 80 * GB, "one node, 8 x NVIDIA H100 80 GB"),
-    Topology("16xH100-80GB", 16, 80 * GB, "two nodes, 16 x NVIDIA H100 80 GB"),
-    Topology("8xH200", 8, 141 * GB, "one node, 8 x NVIDIA H200 141 GB"),
-    Topology("cpu-8", 8, 2 * GB, "8 fake CPU devices (tests)"),
+    Topology("8xH100-80GB", 8, 80 * GB, "one node, 8 x NVIDIA H100 80 GB", "gpu"),
+    Topology("16xH100-80GB", 16, 80 * GB, "two nodes, 16 x NVIDIA H100 80 GB", "gpu"),
+    Topology("8xH200", 8, 141 * GB, "one node, 8 x NVIDIA H200 141 GB", "gpu"),
+    Topology("cpu-8", 8, 2 * GB, "8 fake CPU devices (tests)", "cpu"),
 ]}
 
 
@@ -143,16 +147,24 @@ def activation_bytes(cfg: Any, rows_per_device: int, seq_len: int, mesh_shape: M
     Per token and layer, with h hidden, hd head dim, nq/nkv heads, I MLP width, t tensor:
       attention: 2h + (2 nq + 2 nkv) hd / t + nq hd / t   (residual, norm, q/k pre/post
                  RoPE, v, output) x compute bytes;
-      MLP: 2h + 3 I / t (dense) or 2h + 4 E + 3 k I_moe / t (MoE, k routed experts);
-      naive attention also keeps nq/t x S x S scores (fp32) and probs per sequence.
+      MLP: 2h + 3 I / t (dense) or 2h + 4 E + 3 k I_moe / t (MoE, k routed experts).
+    What the attention implementation (models/attention.py; already resolved) adds:
+      xla      keeps nq/t x S x S scores (fp32) and probs per sequence and layer;
+      chunked  keeps the fp32 log-sum-exp (nq/t per token and layer) plus, while one
+               layer runs, one block of scores and probs (nq/t x S x block x 8 bytes);
+      cudnn, pallas  fused kernels: the log-sum-exp only.
     remat 'full' keeps only each layer's input (h per token) plus one layer's working set.
     The loss keeps fp32 logits, softmax and their gradient, 3 x V / t x 4 bytes per token,
     for one chunk of `logits_chunk` steps per row (the learner's rematerialised chunked
     projection; 0: the whole sequence at once).
     """
+    if attention not in attn_lib.IMPLEMENTATIONS:
+        raise ValueError(f"attention must be one of {attn_lib.IMPLEMENTATIONS} (resolved), "
+                         f"got {attention!r}")
     t = mesh_shape.get("tensor", 1)
     h, hd = cfg.hidden_size, cfg.head_dim
     nq, nkv = cfg.num_attention_heads, cfg.num_key_value_heads
+    heads = nq // t if nq % t == 0 else nq
     tokens = rows_per_device * seq_len
     attn = (2 * h + (3 * nq + 2 * nkv) * hd // t) * compute_bytes
     if cfg.num_experts:
@@ -161,15 +173,19 @@ def activation_bytes(cfg: Any, rows_per_device: int, seq_len: int, mesh_shape: M
     else:
         mlp = (2 * h + 3 * cfg.intermediate_size // t) * compute_bytes
     per_layer = tokens * (attn + mlp)
-    scores = 0
-    if attention == "naive":
-        scores = rows_per_device * (nq // t if nq % t == 0 else nq) * seq_len * seq_len * \
-            (4 + compute_bytes)
+    scores = transient = 0
+    if attention == "xla":
+        scores = rows_per_device * heads * seq_len * seq_len * (4 + compute_bytes)
+    else:
+        scores = tokens * heads * 4  # log-sum-exp
+        if attention == "chunked":
+            transient = rows_per_device * heads * seq_len * min(cfg.attention_block,
+                                                                seq_len) * 8
     layers = cfg.num_hidden_layers
     if remat == "full":
-        saved = layers * tokens * h * compute_bytes + 2 * (per_layer + scores)
+        saved = layers * tokens * h * compute_bytes + 2 * (per_layer + scores) + transient
     elif remat == "none":
-        saved = layers * (per_layer + scores)
+        saved = layers * (per_layer + scores) + transient
     else:
         raise ValueError(f"remat must be 'none' or 'full', got {remat!r}")
     vocab = cfg.vocab_size // t if cfg.vocab_size % t == 0 else cfg.vocab_size
@@ -182,6 +198,7 @@ def activation_bytes(cfg: Any, rows_per_device: int, seq_len: int, mesh_shape: M
 class Plan:
     preset: str
     topology: Topology
+    attention: str
     mesh_shape: dict[str, int]
     seq_len: int
     batch_rows: int
@@ -202,11 +219,13 @@ class Plan:
 def make_plan(preset: str, topology: str, *, seq_len: int = 32768, tasks: int = 16,
               group: int = 4, mesh_shape: Sequence[int] | None = None,
               micro_batch_size: int = 0, compute_dtype: str = "bfloat16",
-              remat: str = "full", attention: str = "naive", logits_chunk: int = 512,
+              remat: str = "full", attention: str = "xla", logits_chunk: int = 512,
               rules: Any = parallel.DEFAULT_RULES) -> Plan:
     """Per-device memory of one RL update of `preset` on `topology`.
 
-    micro_batch_size 0 means one row per batch shard (the least activation memory).
+    attention: as `Qwen3Config.attention` ('auto' resolves for the topology's backend in
+    `compute_dtype`, as the model does at run time). micro_batch_size 0 means one row per
+    batch shard (the least activation memory).
     """
     from sandmle.models import qwen3
     topo = get_topology(topology)
@@ -232,14 +251,15 @@ def make_plan(preset: str, topology: str, *, seq_len: int = 32768, tasks: int = 
     st = state_bytes(cfg, mesh, rules)
     cbytes = np.dtype(compute_dtype).itemsize
     n_micro = rows // micro
-    act = activation_bytes(cfg, rows_dev, seq_len, mesh, cbytes, remat, attention, logits_chunk)
+    impl = attn_lib.resolve(attention, compute_dtype, topo.backend)
+    act = activation_bytes(cfg, rows_dev, seq_len, mesh, cbytes, remat, impl, logits_chunk)
     b = {"params (fp32 master)": st["params"],
          "optimizer (AdamW mu, nu)": st["optimizer"],
          "gradients": st["params"] * (2 if n_micro > 1 else 1),
          "compute copy": st["params"] * cbytes // 4 if cbytes < 4 else 0,
          "activations (layers)": act["layers"],
          "activations (logits, loss)": act["logits"]}
-    return Plan(preset, topo, mesh, seq_len, rows, micro, rows_dev, st["num_params"], b)
+    return Plan(preset, topo, impl, mesh, seq_len, rows, micro, rows_dev, st["num_params"], b)
 
 
 def format_plan(plan: Plan) -> str:
@@ -249,7 +269,7 @@ def format_plan(plan: Plan) -> str:
              + " ".join(f"{k}={v}" for k, v in plan.mesh_shape.items()),
              f"  {plan.num_params / 1e9:.2f} B params; batch {plan.batch_rows} rows x "
              f"{plan.seq_len} tokens, micro-batch {plan.micro_batch_rows} rows "
-             f"({plan.rows_per_device} per device)"]
+             f"({plan.rows_per_device} per device); attention {plan.attention}"]
     for k, v in plan.bytes.items():
         lines.append(f"  {k:<28s} {v / GB:10.2f} GB")
     verdict = "FITS" if plan.fits else "DOES NOT FIT"
@@ -283,6 +303,7 @@ def run_plans(presets: Sequence[str], topology: str, *, as_json: bool = False,
                                                    if k != "seq_len"})
         if as_json:
             records.append({"preset": preset, "topology": topology, "mesh": plan.mesh_shape,
+                            "attention": plan.attention,
                             "seq_len": plan.seq_len, "batch_rows": plan.batch_rows,
                             "micro_batch_rows": plan.micro_batch_rows,
                             "num_params": plan.num_params, "bytes": plan.bytes,
@@ -313,7 +334,7 @@ def main(argv: Sequence[str]) -> None:
                         tasks=f.tasks, group=f.group, mesh_shape=mesh,
                         micro_batch_size=f.micro_batch_size, compute_dtype=f.compute_dtype,
                         remat=f.remat, attention=f.attention, logits_chunk=f.logits_chunk)
-    except (ValueError, KeyError) as e:  # unknown preset, mesh that does not fit
+    except (ValueError, KeyError) as e:  # unknown preset, unfit mesh, cudnn on TPU
         raise UserError(str(e)) from None
     print(out)
 
@@ -331,9 +352,11 @@ def _define_flags() -> None:
     flags.DEFINE_integer("micro_batch_size", 0, "rows per micro-batch (0: one per shard)")
     flags.DEFINE_enum("compute_dtype", "bfloat16", ["bfloat16", "float32"], "compute dtype")
     flags.DEFINE_enum("remat", "full", ["full", "none"], "activation rematerialisation")
-    flags.DEFINE_enum("attention", "naive", ["naive", "flash"],
-                      "naive: S x S scores materialised (the current qwen3 code); "
-                      "flash: a fused kernel that never stores them")
+    flags.DEFINE_enum("attention", "xla", list(attn_lib.CHOICES),
+                      "the model's attention implementation (Qwen3Config.attention): xla "
+                      "materialises S x S scores; chunked keeps one block of them; cudnn "
+                      "(GPU) and pallas (TPU) are fused kernels; auto picks for the "
+                      "topology's backend (default: xla, the model's default)")
     flags.DEFINE_integer("logits_chunk", 512, "time steps per chunked vocabulary projection "
                          "(rl.logprob_chunk; 0: whole sequence)")
     flags.DEFINE_bool("json", False, "print exact bytes as JSON")

@@ -93,7 +93,8 @@ _TINY = float(jnp.finfo(jnp.float32).tiny)
 
 
 def _inverse_cdf_sample(log_probs: jax.Array, key: jax.Array) -> jax.Array:
-    """One draw per row from exp(log_probs) [B, V] by inverting the cumulative sum.
+    """One draw per row from exp(log_probs) [B, V] by inverting the cumulative sum (key:
+    one key, or one per row [B]).
 
     One uniform per row instead of a Gumbel per vocabulary entry: on CPU the V logs of
     Gumbel-max cost several times a whole decode step. The inversion is two-level: the
@@ -107,13 +108,17 @@ def _inverse_cdf_sample(log_probs: jax.Array, key: jax.Array) -> jax.Array:
     """
     b, v = log_probs.shape
     nb = -(-v // _SAMPLE_BLOCK)
+    if key.shape:  # One key per row: each row's draw depends on its own key only.
+        u01 = jax.vmap(lambda k: jax.random.uniform(k, (1,), jnp.float32))(key)
+    else:
+        u01 = jax.random.uniform(key, (b, 1), jnp.float32)
     probs = jnp.exp(log_probs)
     if nb * _SAMPLE_BLOCK != v:
         probs = jnp.pad(probs, ((0, 0), (0, nb * _SAMPLE_BLOCK - v)))
     probs = probs.reshape(b, nb, _SAMPLE_BLOCK)
     mass = jnp.sum(probs, axis=-1)                                         # [B, nb]
     cdf = jnp.cumsum(mass, axis=-1)
-    u = (1.0 - jax.random.uniform(key, (b, 1), jnp.float32)) * cdf[:, -1:]
+    u = (1.0 - u01) * cdf[:, -1:]
     blk = jnp.minimum(jnp.sum(cdf < u, axis=-1), nb - 1)[:, None]            # [B, 1]
     before = jnp.take_along_axis(cdf - mass, blk, axis=-1)                  # [B, 1]
     inner = jnp.take_along_axis(probs, blk[:, :, None], axis=1)[:, 0]       # [B, block]
@@ -125,7 +130,7 @@ def _inverse_cdf_sample(log_probs: jax.Array, key: jax.Array) -> jax.Array:
 
 def select_tokens(logits: jax.Array, params: SamplingParams, key: jax.Array
                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Picks one token per row of `logits` [B, V].
+    """Picks one token per row of `logits` [B, V] with `key` (one key, or one per row [B]).
 
     Returns (tokens [B] int32, policy logprob [B] (temperature 1, unfiltered),
     sampling logprob [B] (the distribution drawn from; 0 for greedy)).

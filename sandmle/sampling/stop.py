@@ -83,7 +83,7 @@ class StopStrings:
         prefix = np.full((v, w), _EMPTY, np.int16)
         suffix = np.full((v, w), _EMPTY, np.int16)
         length = np.zeros((v,), np.int32)
-        contains = np.zeros((v,), bool)
+        contains = np.zeros((v, len(self.stops)), bool)
         for i, tb in enumerate(token_bytes):
             arr = np.frombuffer(tb, np.uint8).astype(np.int16)
             length[i] = len(arr)
@@ -91,9 +91,9 @@ class StopStrings:
             prefix[i, :len(head)] = head
             tail = arr[-w:] if len(arr) else arr
             suffix[i, w - len(tail):] = tail
-            contains[i] = any(s in tb for s in self.stops)
+            contains[i] = [s in tb for s in self.stops]
         self.prefix, self.suffix = jnp.asarray(prefix), jnp.asarray(suffix)
-        self.length, self.contains = jnp.asarray(length), jnp.asarray(contains)
+        self.length, self.contains_each = jnp.asarray(length), jnp.asarray(contains)
 
     def init(self, batch: int) -> jax.Array:
         """An empty tail [B, W] (no generated text yet)."""
@@ -101,19 +101,26 @@ class StopStrings:
 
     def update(self, tail: jax.Array, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Appends `tokens` [B] to the text; returns (new tail, stop string completed [B])."""
-        hit = self.contains[tokens]
+        tail, hits = self.update_each(tail, tokens)
+        return tail, jnp.any(hits, axis=-1)
+
+    def update_each(self, tail: jax.Array, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Like `update`, with one flag per stop string: hits [B, len(stops)]."""
+        pre = self.prefix[tokens]
         w = self.width
+        hits = []
+        for i, s in enumerate(self.stops):
+            hit = self.contains_each[tokens, i]
+            m = len(s)
+            ref = jnp.asarray(np.frombuffer(s, np.uint8).astype(np.int16))
+            for j in range(1, m):  # j bytes of `s` in the tail, m - j in the token.
+                in_tail = jnp.all(tail[:, w - j:] == ref[None, :j], axis=-1)
+                in_tok = jnp.all(pre[:, :m - j] == ref[None, j:], axis=-1)
+                hit = hit | (in_tail & in_tok)
+            hits.append(hit)
         if w:
-            pre = self.prefix[tokens]
-            for s in self.stops:
-                m = len(s)
-                ref = jnp.asarray(np.frombuffer(s, np.uint8).astype(np.int16))
-                for j in range(1, m):  # j bytes of `s` in the tail, m - j in the token.
-                    in_tail = jnp.all(tail[:, w - j:] == ref[None, :j], axis=-1)
-                    in_tok = jnp.all(pre[:, :m - j] == ref[None, j:], axis=-1)
-                    hit = hit | (in_tail & in_tok)
             n = jnp.minimum(self.length[tokens], w)[:, None]
             idx = jnp.arange(w)[None, :]
             shifted = jnp.take_along_axis(tail, jnp.minimum(idx + n, w - 1), axis=-1)
             tail = jnp.where(idx >= w - n, self.suffix[tokens], shifted)
-        return tail, hit
+        return tail, jnp.stack(hits, axis=-1)

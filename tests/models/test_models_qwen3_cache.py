@@ -14,17 +14,22 @@ TOL = 1e-5
 
 
 @nnx.jit
-def _fwd(m, tokens, positions, mask=None, cache=None, cache_index=None, logits_index=None):
+def _fwd(m, tokens, positions, mask=None, cache=None, logits_index=None):
     # Jitted: eager dispatch of every op is far slower on 2 shared cores.
     if cache is None:
         return m(tokens, positions, mask, logits_index=logits_index)
-    return m(tokens, positions, mask, cache=cache, cache_index=cache_index,
-             logits_index=logits_index)
+    return m(tokens, positions, mask, cache=cache, logits_index=logits_index)
 
 
-@pytest.fixture(scope="module", params=["tiny", "tiny-moe"])
+# Every cached path runs with the materialised and the chunked (online softmax) attention;
+# a block of 4 keys makes the chunked one cross several blocks on these short rows.
+@pytest.fixture(scope="module", params=[("tiny", "xla"), ("tiny-moe", "xla"),
+                                        ("tiny", "chunked")],
+                ids=lambda p: "-".join(p))
 def model(request):
-    return qwen3.Qwen3(qwen3.get_preset(request.param), rngs=nnx.Rngs(3))
+    preset, attention = request.param
+    cfg = qwen3.get_preset(preset, attention=attention, attention_block=4)
+    return qwen3.Qwen3(cfg, rngs=nnx.Rngs(3))
 
 
 def _row_logits(model, row_tokens):
@@ -35,67 +40,70 @@ def _row_logits(model, row_tokens):
     return np.asarray(logits[0])
 
 
+def _right_padded(rows, width):
+    tokens = np.zeros((len(rows), width), np.int32)
+    mask = np.zeros((len(rows), width), bool)
+    for i, r in enumerate(rows):
+        tokens[i, :len(r)], mask[i, :len(r)] = r, True
+    return tokens, mask
+
+
 def test_ragged_prefill_then_decode_matches_full_forward(model):
-    """Right-padded prompts of unequal length; each row decodes at its own slot/position."""
+    """Right-padded prompts of unequal length; each row then decodes at its own slot."""
     rng = np.random.default_rng(0)
     vocab = model.config.vocab_size
     lengths = np.array([7, 3, 5])
     b, p, steps = 3, 7, 4
     seqs = rng.integers(0, vocab, size=(b, p + steps)).astype(np.int32)
-    prompt = np.where(np.arange(p)[None] < lengths[:, None], seqs[:, :p], 0)
-    mask = np.arange(p)[None] < lengths[:, None]
+    prompt, mask = _right_padded([seqs[i, :lengths[i]] for i in range(b)], p)
     positions = np.broadcast_to(np.arange(p), (b, p)).astype(np.int32)
 
-    step = _fwd
     cache = model.init_cache(b, 16)
-    logits, cache, _ = step(model, prompt, positions, mask, cache=cache,
-                                cache_index=jnp.zeros((b,), jnp.int32))
+    logits, cache, _ = _fwd(model, prompt, positions, mask, cache=cache)
+    np.testing.assert_array_equal(np.asarray(cache["end"]), lengths)  # padding not counted
     got = {i: [np.asarray(logits[i, lengths[i] - 1])] for i in range(b)}
     # Logits at chosen indices only (what a sampler needs after a prefill).
     last, _, _ = _fwd(model, prompt, positions, mask, cache=model.init_cache(b, 16),
-                      cache_index=jnp.zeros((b,), jnp.int32),
                       logits_index=jnp.asarray((lengths - 1)[:, None], jnp.int32))
     assert last.shape == (b, 1, vocab)
     np.testing.assert_allclose(last[:, 0], logits[np.arange(b), lengths - 1], atol=TOL, rtol=0)
     for s in range(steps):
-        # Row i's next token is seqs[i, lengths[i] + s], written at its own slot.
+        # Row i's next token is seqs[i, lengths[i] + s], written at its own next slot.
         idx = lengths + s
         tok = seqs[np.arange(b), idx][:, None]
-        logits, cache, _ = step(model, tok, idx[:, None].astype(np.int32), np.ones((b, 1), bool),
-                                cache=cache, cache_index=jnp.asarray(idx, jnp.int32))
+        logits, cache, _ = _fwd(model, tok, idx[:, None].astype(np.int32), np.ones((b, 1), bool),
+                                cache=cache)
         for i in range(b):
             got[i].append(np.asarray(logits[i, 0]))
+    np.testing.assert_array_equal(np.asarray(cache["end"]), lengths + steps)
     for i in range(b):
         ref = _row_logits(model, seqs[i, :lengths[i] + steps])
         np.testing.assert_allclose(np.stack(got[i]), ref[lengths[i] - 1:], atol=TOL, rtol=0)
 
 
-def test_left_padded_prefill_and_default_cache_index(model):
-    """Left padding: decode continues at the cache's own `end` with per-row positions."""
+def test_unequal_chunks_per_row_and_idle_rows(model):
+    """Three calls append chunks of different lengths per row (0 = the row sits out)."""
     rng = np.random.default_rng(1)
     vocab = model.config.vocab_size
-    b, p, steps = 2, 6, 3
-    lengths = np.array([6, 2])
-    seqs = [rng.integers(0, vocab, size=lengths[i] + steps).astype(np.int32) for i in range(b)]
-    prompt = np.zeros((b, p), np.int32)
-    mask = np.zeros((b, p), bool)
-    for i in range(b):
-        prompt[i, p - lengths[i]:] = seqs[i][:lengths[i]]
-        mask[i, p - lengths[i]:] = True
-    positions = np.clip(np.cumsum(mask, 1) - 1, 0, None).astype(np.int32)
-    cache = model.init_cache(b, p + steps)
-    logits, cache, _ = _fwd(model, prompt, positions, mask, cache=cache)
-    np.testing.assert_array_equal(np.asarray(cache["end"]), [p, p])
-    outs = [[np.asarray(logits[i, -1])] for i in range(b)]
-    for s in range(steps):
-        tok = np.array([[seqs[i][lengths[i] + s]] for i in range(b)], np.int32)
-        pos = (lengths + s)[:, None].astype(np.int32)
-        logits, cache, _ = _fwd(model, tok, pos, np.ones((b, 1), bool), cache=cache)
-        for i in range(b):
-            outs[i].append(np.asarray(logits[i, 0]))
-    for i in range(b):
-        ref = _row_logits(model, seqs[i])
-        np.testing.assert_allclose(np.stack(outs[i]), ref[lengths[i] - 1:], atol=TOL, rtol=0)
+    chunks = [(5, 2, 1), (0, 6, 3), (4, 1, 0)]
+    total = np.sum(chunks, axis=0)
+    seqs = [rng.integers(0, vocab, size=n).astype(np.int32) for n in total]
+    cache = model.init_cache(3, 16)
+    done = np.zeros(3, int)
+    outs = [[] for _ in range(3)]
+    for sizes in chunks:
+        width = max(sizes)
+        rows = [seqs[i][done[i]:done[i] + n] for i, n in enumerate(sizes)]
+        tokens, mask = _right_padded(rows, width)
+        positions = (done[:, None] + np.arange(width)[None]).astype(np.int32)
+        logits, cache, _ = _fwd(model, tokens, positions, mask, cache=cache)
+        for i, n in enumerate(sizes):
+            outs[i].append(np.asarray(logits[i, :n]))
+        done += sizes
+    np.testing.assert_array_equal(np.asarray(cache["end"]), total)
+    for i in range(3):
+        np.testing.assert_allclose(np.concatenate(outs[i]), _row_logits(model, seqs[i]),
+                                   atol=TOL, rtol=0)
 
 
 def test_chunked_prefill_matches_single_prefill(model):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import rl_models
+import rl_rollouts
 from sandmle.rl import config as rl_config
 from sandmle.rl import learner as learner_lib
-from sandmle.rl import rollout_utils
 
 TARGET = 5
 
@@ -25,10 +25,10 @@ def test_rl_raises_the_reward(algorithm):
     if algorithm == "ppo":
         cfg.algorithm, cfg.advantage, cfg.critic_lr = "ppo", "gae", 1e-2
         critic = rl_models.make(seed=1, value_head=True)
-    learner = learner_lib.Learner(rl_models.make(seed=0), cfg, rl_models.single_device_mesh(),
-                                  critic=critic)
-    _, hist = rollout_utils.toy_rl_loop(learner, steps=20, vocab=rl_models.VOCAB,
-                                        target=TARGET, seed=0)
+    policy = rl_models.make(seed=0)
+    learner = learner_lib.Learner(policy, cfg, rl_models.single_device_mesh(), critic=critic)
+    _, hist = rl_rollouts.toy_rl_loop(learner, policy, steps=20, vocab=rl_models.VOCAB,
+                                      target=TARGET, seed=0)
     rewards = np.array([h["reward_mean"] for h in hist])
     start, end = rewards[:2].mean(), rewards[-3:].mean()
     assert start < 0.1, rewards
@@ -43,11 +43,12 @@ def test_rl_raises_the_reward(algorithm):
 def test_sampler_logprobs_match_the_learner():
     """Logprobs from sandmle.sampling are the learner's: the first update's ratio is 1."""
     cfg = rl_config.default_config()
-    learner = learner_lib.Learner(rl_models.make(seed=0), cfg, rl_models.single_device_mesh())
+    policy = rl_models.make(seed=0)
+    learner = learner_lib.Learner(policy, cfg, rl_models.single_device_mesh())
     state = learner.init_state()
-    sample = rollout_utils.PolicyRollouts(learner, num_new=6)
+    sample = rl_rollouts.PolicyRollouts(policy, num_new=6, num_slots=8)
     prompts = np.random.default_rng(0).integers(0, rl_models.VOCAB, (8, 3)).astype(np.int32)
-    batch = sample(state.params["policy"], state.extra["policy"], prompts, seed=0)
+    batch = sample(state.params["policy"], prompts, seed=0)
     lp = np.asarray(learner.forward(state.params, state.extra, batch)["logprobs"])
     on = batch["loss_mask"] > 0
     np.testing.assert_allclose(lp[on], batch["old_logprobs"][on], atol=1e-4)
@@ -60,16 +61,17 @@ def test_sampler_logprobs_match_the_learner():
 def test_rollouts_follow_the_learners_updates():
     """After an update the next rollout samples from the new parameters, not the first."""
     cfg = rl_config.default_config()
-    learner = learner_lib.Learner(rl_models.make(seed=0), cfg, rl_models.single_device_mesh())
+    policy = rl_models.make(seed=0)
+    learner = learner_lib.Learner(policy, cfg, rl_models.single_device_mesh())
     state = learner.init_state()
-    sample = rollout_utils.PolicyRollouts(learner, num_new=4)
+    sample = rl_rollouts.PolicyRollouts(policy, num_new=4, num_slots=4)
     prompts = np.zeros((4, 3), np.int32)
-    first = sample(state.params["policy"], state.extra["policy"], prompts, seed=0)
+    first = sample(state.params["policy"], prompts, seed=0)
     # A policy whose lm head favours TARGET (the embedding is tied in the tiny preset).
     bumped = jax.tree.map(np.array, state.params["policy"])
     emb = bumped["model"]["embed_tokens"]
     emb[TARGET] *= 50.0
-    second = sample(bumped, state.extra["policy"], prompts, seed=0)
+    second = sample(bumped, prompts, seed=0)
     lp = np.asarray(learner.forward({"policy": bumped}, state.extra, second)["logprobs"])
     on = second["loss_mask"] > 0
     np.testing.assert_allclose(lp[on], second["old_logprobs"][on], atol=1e-4)

@@ -44,24 +44,49 @@ def test_plan_arithmetic_and_verdicts():
     extra = plan.bytes["optimizer (AdamW mu, nu)"] - 2 * plan.bytes["params (fp32 master)"]
     assert 0 < extra <= 16 and extra % 4 == 0
     assert plan.fits
-    # Quadratic attention scores overflow 2 GB long before flash attention does.
+    # Quadratic attention scores overflow 2 GB long before the chunked attention does.
     naive = memory_plan.max_seq_len("tiny", "cpu-8", mesh_shape=(2, 2, 2, 1))
     flash = memory_plan.max_seq_len("tiny", "cpu-8", mesh_shape=(2, 2, 2, 1),
-                                    attention="flash")
+                                    attention="chunked")
     assert 1024 <= naive < flash
     assert not memory_plan.make_plan("tiny", "cpu-8", seq_len=2 * naive,
                                      mesh_shape=(2, 2, 2, 1)).fits
     # Tensor parallelism splits the logits; doubling the rows doubles activations.
     a = memory_plan.activation_bytes(memory_plan_cfg(), 1, 1024, {"tensor": 1}, 2, "full",
-                                     "flash")
+                                     "cudnn")
     b = memory_plan.activation_bytes(memory_plan_cfg(), 2, 1024, {"tensor": 1}, 2, "full",
-                                     "flash")
+                                     "cudnn")
     c = memory_plan.activation_bytes(memory_plan_cfg(vocab=1024), 1, 1024, {"tensor": 4}, 2,
-                                     "full", "flash", logits_chunk=0)
+                                     "full", "pallas", logits_chunk=0)
     d = memory_plan.activation_bytes(memory_plan_cfg(vocab=1024), 1, 1024, {"tensor": 4}, 2,
-                                     "full", "flash", logits_chunk=256)
+                                     "full", "pallas", logits_chunk=256)
     assert b["layers"] == 2 * a["layers"] and b["logits"] == 2 * a["logits"]
     assert c["logits"] == 3 * 1024 * (1024 // 4) * 4 and d["logits"] == c["logits"] // 4
+
+
+def test_attention_choice_follows_the_model_selection():
+    # 'auto' resolves as the model does on the topology's backend.
+    gpu = memory_plan.make_plan("qwen3-8b", "8xH100-80GB", seq_len=32768, attention="auto",
+                                mesh_shape=(1, 2, 4, 1))
+    tpu = memory_plan.make_plan("qwen3-8b", "v5p-64", seq_len=32768, attention="auto",
+                                mesh_shape=(1, 8, 4, 1))
+    cpu = memory_plan.make_plan("tiny", "cpu-8", seq_len=1024, attention="auto",
+                                mesh_shape=(2, 2, 2, 1))
+    assert (gpu.attention, tpu.attention, cpu.attention) == ("cudnn", "pallas", "xla")
+    # The materialised scores dominate at 32k; chunked keeps one block; fused kernels none.
+    xla = memory_plan.make_plan("qwen3-8b", "8xH100-80GB", seq_len=32768, attention="xla",
+                                mesh_shape=(1, 2, 4, 1))
+    chunked = memory_plan.make_plan("qwen3-8b", "8xH100-80GB", seq_len=32768,
+                                    attention="chunked", mesh_shape=(1, 2, 4, 1))
+    layers = [p.bytes["activations (layers)"] for p in (xla, chunked, gpu)]
+    assert layers[0] > 2 * layers[1] > 2 * layers[2] and not xla.fits and gpu.fits
+    with pytest.raises(ValueError, match="NVIDIA GPU"):
+        memory_plan.make_plan("qwen3-8b", "v5p-64", attention="cudnn")
+    proc = subprocess.run([sys.executable, "-m", "sandmle.rl.memory_plan", "--preset=tiny",
+                           "--topology=v5p-64", "--attention=cudnn"], capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "NVIDIA GPU" in proc.stderr.strip().splitlines()[-1]
 
 
 def memory_plan_cfg(vocab=1031):

@@ -155,13 +155,13 @@ def test_stop_strings_exact_across_token_boundaries(model):
 def test_same_bucket_compiles_once(model):
     sampler = Sampler(model, stop_token_ids=())
     sampler.generate([[1, 2, 3], [4]], max_new_tokens=5, seed=0)
-    assert sampler.num_traces == 1
-    # Other prompt lengths and budgets inside the same buckets (chunk 16, output 16).
+    assert sampler.num_traces == 2  # One prefill program, one decode program.
+    # Other prompt lengths and budgets inside the same buckets (chunk 16, cache 64).
     sampler.generate([[1] * 14, [2, 3, 4, 5]], max_new_tokens=[16, 2], seed=1)
     sampler.generate([[9] * 16, [2]], max_new_tokens=9, seed=2)
-    assert sampler.num_traces == 1
-    sampler.generate([[1] * 17, [2]], max_new_tokens=5, seed=0)  # Next chunk bucket.
     assert sampler.num_traces == 2
+    sampler.generate([[1] * 17, [2]], max_new_tokens=5, seed=0)  # Next chunk bucket.
+    assert sampler.num_traces == 3
 
 
 def test_bad_inputs_raise_clear_errors(model):
@@ -184,10 +184,13 @@ def test_bad_inputs_raise_clear_errors(model):
 
 
 def test_config_block_builds_params_and_rejects_bad_values():
-    from sandmle.sampling.config import default_config, sampler_kwargs, sampling_params
+    from sandmle.sampling.config import (default_config, engine_kwargs, sampler_kwargs,
+                                         sampling_params)
     c = default_config()
     assert sampling_params(c) == SamplingParams()
-    assert sampler_kwargs(c)["cache_multiple"] == 128
+    assert sampler_kwargs(c)["cache_multiple"] == 64
+    kw = engine_kwargs(c)
+    assert kw["sampling"] == SamplingParams() and kw["stop_strings"] == ("</tool_call>",)
     c.top_p = 1.5
     with pytest.raises(ValueError, match="top_p"):
         sampling_params(c)
@@ -215,14 +218,15 @@ def test_bfloat16_cache_stays_bfloat16_across_turns_and_tracks_float32(model):
     exact = Sampler(model, stop_token_ids=())
     half = Sampler(model, stop_token_ids=(), kv_dtype=jnp.bfloat16, cache_multiple=16)
     ref, got = (s.generate(prompts, max_new_tokens=4, sampling=greedy) for s in (exact, half))
-    # A second turn that outgrows the 16-slot cache, so `_grow` runs on the bf16 cache too.
+    # A second turn that outgrows the 16-slot cache, so the bf16 cache is resized too.
+    first_length = got.state.cache_length
     app = [[7, 8] * 6, [2] * 9]
     ref2 = exact.extend(ref.state, app, max_new_tokens=4, sampling=greedy)
     got2 = half.extend(got.state, app, max_new_tokens=4, sampling=greedy)
-    assert got2.state.cache_length > got.state.cache_length
-    for leaf in jax.tree.leaves(got2.state.live["cache"]["layers"]):
+    assert got2.state.cache_length > first_length
+    for leaf in jax.tree.leaves(got2.state.engine.cache["layers"]):
         assert leaf.dtype == jnp.bfloat16
-    for leaf in jax.tree.leaves(ref2.state.live["cache"]["layers"]):
+    for leaf in jax.tree.leaves(ref2.state.engine.cache["layers"]):
         assert leaf.dtype == jnp.float32
     for a, b in ((ref, got), (ref2, got2)):
         gap = np.abs(a.logprobs - b.logprobs)

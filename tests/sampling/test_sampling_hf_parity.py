@@ -67,15 +67,14 @@ def test_logprobs_match_full_forward_across_turns():
         convs[b] += gen.sequences()[b]
     appends = [[[1, 2, 3], [4], [5, 6, 7, 8, 9, 10, 11]], [[12, 13], None, [14]]]
     state = gen.state
+    first_length = state.cache_length
     for k, app in enumerate(appends):
         starts = []
         for b in range(3):
             if app[b] is not None:
                 convs[b] += app[b]
             starts.append(len(convs[b]))
-        before = state.cache_length
         gen = sampler.extend(state, app, max_new_tokens=[5, 3, 7], sampling=sp, seed=k + 1)
-        assert gen.state.cache_length > before
         state = gen.state
         for b in range(3):
             if app[b] is None:
@@ -83,6 +82,7 @@ def test_logprobs_match_full_forward_across_turns():
             else:
                 convs[b] += gen.sequences()[b]
         turns.append((gen, starts))
+    assert state.cache_length > first_length  # the later turns grew the cache
     # One fresh forward per row over the final conversation checks every turn's logprobs.
     for b in range(3):
         offset = 0

@@ -40,7 +40,7 @@ SCRIPT = textwrap.dedent("""
             ref.state, app, max_new_tokens=6, sampling=SamplingParams(greedy=True))
         out2 = s.extend(out.state, app, max_new_tokens=6, sampling=SamplingParams(greedy=True))
         np.testing.assert_array_equal(out2.tokens, ref2.tokens)
-        kv = out2.state.live["cache"]["layers"][0]["k"]
+        kv = out2.state.engine.cache["layers"][0]["k"]
         assert len(kv.sharding.device_set) == 8, kv.sharding
     print("SHARDED_OK")
 """)

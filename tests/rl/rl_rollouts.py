@@ -1,8 +1,9 @@
-"""Single-turn rollouts from a learner's current policy through `sandmle.sampling`.
+"""Single-turn RL batches sampled from a learner's current parameters (test helper).
 
-The learning tests and toy loops sample with the same `Sampler` (KV cache, jitted decode)
-that agent rollouts use, so the logprobs the learner's ratio starts from are the
-sampler's, not a test-only re-implementation's.
+The learning tests sample with the same `sandmle.sampling.Engine` that agent rollouts use,
+handing it the learner's parameter tree at every call (`set_params`), so the logprobs the
+learner's ratio starts from are the sampler's, not a test-only re-implementation's. The
+learner itself only ever sees batches.
 """
 
 from __future__ import annotations
@@ -12,41 +13,48 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
-from sandmle.sampling import Sampler, SamplingParams
+from sandmle.sampling import Engine, Request, SamplingParams
 
 
 class PolicyRollouts:
-    """Samples RL batches from a learner's policy parameters at each call.
+    """Samples RL batches from the parameters given at each call.
 
-    One nnx module is merged from the learner's first parameters and handed to a
-    `Sampler`; each call writes the given parameters into it (`nnx.update`), so the
-    compiled sampling program is reused from step to step. Rows never stop early (no stop
-    ids): every completion has `num_new` tokens.
+    The engine is built once from the policy module's graph (its compiled programs are
+    reused from step to step). Rows never stop early (no stop ids): every completion has
+    `num_new` tokens.
     """
 
-    def __init__(self, learner: Any, num_new: int, temperature: float = 1.0):
+    def __init__(self, policy: nnx.Module, num_new: int, num_slots: int,
+                 temperature: float = 1.0):
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        part = learner.parts["policy"]
-        self.model = nnx.merge(learner.graphdefs["policy"], part.params, part.extra)
-        self.sampler = Sampler(self.model, stop_token_ids=())
+        self.engine = Engine(nnx.graphdef(policy), config=policy.config, num_slots=num_slots,
+                             sampling=SamplingParams(temperature=temperature),
+                             stop_token_ids=(), decode_steps=num_new)
         self.num_new = num_new
-        self.sampling = SamplingParams(temperature=temperature)
 
-    def __call__(self, params: Any, extra: Any, prompts: np.ndarray, seed: int) -> dict:
+    def __call__(self, params: Any, prompts: np.ndarray, seed: int) -> dict:
         """An RL batch: tokens [B, P + C] (prompt then completion), positions,
         attention_mask, loss_mask (1 on completions) and old_logprobs (the sampling
         distribution's logprob of each completion token, 0 on the prompt)."""
-        nnx.update(self.model, params, extra)
+        self.engine.set_params(params)
         prompts = np.asarray(prompts, np.int32)
         b, p = prompts.shape
-        gen = self.sampler.generate(prompts.tolist(), max_new_tokens=self.num_new,
-                                    sampling=self.sampling, seed=seed)
+        handles = [self.engine.add(Request(row.tolist(), max_new_tokens=self.num_new,
+                                           seed=seed * 100_003 + i))
+                   for i, row in enumerate(prompts)]
+        turns = {}
+        while self.engine.busy:
+            turns.update((t.handle, t) for t in self.engine.step())
+        for h in handles:
+            self.engine.release(h)
         c = self.num_new
-        tokens = np.concatenate([prompts, gen.tokens[:, :c]], axis=1)
+        completion = np.stack([turns[h].tokens for h in handles])
+        tokens = np.concatenate([prompts, completion], axis=1)
         # At temperature 1 with no filters the sampling logprob is the policy's own; at
         # another temperature it is the tempered one, which is what the learner recomputes.
-        old_lp = np.concatenate([np.zeros((b, p), np.float32), gen.sampling_logprobs[:, :c]], 1)
+        old_lp = np.concatenate([np.zeros((b, p), np.float32),
+                                 np.stack([turns[h].sampling_logprobs for h in handles])], 1)
         total = p + c
         return {"tokens": tokens,
                 "positions": np.broadcast_to(np.arange(total, dtype=np.int32), (b, total)),
@@ -62,13 +70,13 @@ def token_fraction_reward(tokens: np.ndarray, loss_mask: np.ndarray, target: int
     return (hits.sum(-1) / np.maximum(on.sum(-1), 1)).astype(np.float32)
 
 
-def toy_rl_loop(learner: Any, *, steps: int, vocab: int, target: int, prompt_len: int = 4,
-                num_new: int = 8, seed: int = 0, state: Any = None,
+def toy_rl_loop(learner: Any, policy: nnx.Module, *, steps: int, vocab: int, target: int,
+                prompt_len: int = 4, num_new: int = 8, seed: int = 0, state: Any = None,
                 ) -> tuple[Any, list[dict[str, float]]]:
     """Single-turn RL on the token-fraction reward with `learner` (GRPO or PPO).
 
     Each step samples `config.tasks_per_step` random prompts, `config.group_size`
-    completions each, scores them, computes advantages by the config (critic values from
+    completions each (from `state.params['policy']`, through an engine over `policy`'s graph), scores them, computes advantages by the config (critic values from
     `learner.forward` for GAE) and applies one update. Returns (state, per-step metrics
     with 'reward_mean' and 'degenerate_groups').
     """
@@ -77,13 +85,13 @@ def toy_rl_loop(learner: Any, *, steps: int, vocab: int, target: int, prompt_len
     cfg = learner.config
     rng = np.random.default_rng(seed)
     state = learner.init_state() if state is None else state
-    sample = PolicyRollouts(learner, num_new, cfg.temperature)
+    sample = PolicyRollouts(policy, num_new, cfg.tasks_per_step * cfg.group_size,
+                            cfg.temperature)
     history = []
     for _ in range(steps):
         prompts = rng.integers(0, vocab, (cfg.tasks_per_step, prompt_len)).astype(np.int32)
         prompts = np.repeat(prompts, cfg.group_size, axis=0)  # a group is consecutive rows
-        batch = sample(state.params["policy"], state.extra["policy"], prompts,
-                       seed=int(rng.integers(2**31)))
+        batch = sample(state.params["policy"], prompts, seed=int(rng.integers(2**31)))
         rewards = token_fraction_reward(batch["tokens"], batch["loss_mask"], target)
         values = None
         if "critic" in learner.parts:
