@@ -92,7 +92,8 @@ class Run:
             self.model = build.policy_model(config, self.tok.vocab_size, self.mesh, self.rules)
             self.graphdef, self.init_params, self.init_extra = nnx.split(
                 self.model, nnx.Param, ...)
-            self.policy = self._sampling_policy()
+            self.policy = build.sampling_policy(config, self.model, self.tok, self.mesh,
+                                                  self.rules)
             self.rollouts = Rollouts(self.policy, self.tok, self.farm, config.agent,
                                      config.rollout)
         except BaseException:
@@ -102,23 +103,6 @@ class Run:
         self.writer: Any = None
 
     # ---- parts ------------------------------------------------------------------------------
-    def _sampling_policy(self) -> Any:
-        from sandmle.agent.policy import EnginePolicy, LockstepPolicy
-        from sandmle.sampling import config as sampling_config
-        c = self.config
-        params = sampling_config.sampling_params(c.sampling)
-        stops = tuple(c.sampling.stop_strings)
-        if c.rollout.backend == "engine":
-            from sandmle.sampling.engine import Engine
-            engine = Engine(self.model, tokenizer=self.tok, num_slots=c.rollout.num_slots,
-                            max_seq_len=c.agent.max_context_tokens, sampling=params,
-                            mesh=self.mesh, rules=self.rules)
-            return EnginePolicy(engine, stops, greedy=params.greedy)
-        from sandmle.sampling import Sampler
-        sampler = Sampler(self.model, tokenizer=self.tok, mesh=self.mesh, rules=self.rules,
-                          **sampling_config.sampler_kwargs(c.sampling))
-        return LockstepPolicy(sampler, params, stops, seed=c.seed)
-
     def seq_len(self, trajectories: list) -> int:
         """Learner sequence length: the longest segment rounded up to `rl.seq_multiple`
         (few distinct shapes, so few compiled programs)."""

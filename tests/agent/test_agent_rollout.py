@@ -10,7 +10,7 @@ import pytest
 
 import agent_helpers as H
 from sandmle.agent import expert, rewards
-from sandmle.agent.policy import LockstepPolicy
+from sandmle.agent.policy import EnginePolicy, LockstepPolicy
 from sandmle.agent.rollout import Rollouts, TaskRef
 from sandmle.agent.trajectory import to_batch
 from sandmle.sandbox import SandboxFarm
@@ -75,9 +75,14 @@ def test_expert_solves_tasks_through_the_tools(root, tasks, tok, farm):
     assert batch.stats["end_answer"] == len(refs)
 
 
-def _tiny_policy(tok, seed=0):
+def _tiny_policy(tok, seed=0, backend="lockstep"):
     from sandmle.sampling import Sampler, SamplingParams
     model = H.tiny_model(tok.vocab_size, seed=seed)
+    if backend == "engine":
+        from sandmle.sampling.engine import Engine
+        engine = Engine(model, tokenizer=tok, num_slots=4, max_seq_len=4096,
+                        sampling=SamplingParams(temperature=1.0))
+        return model, EnginePolicy(engine)
     # One cache length and one chunk bucket for the whole rollout (prompt, 4 turns and their
     # observations), so the lock-step sampler compiles one generate and one extend program.
     sampler = Sampler(model, tokenizer=tok, cache_multiple=4096, min_chunk=512)
@@ -161,20 +166,23 @@ def test_context_overflow_prunes_then_ends(root, tasks, tok, farm):
         b - a for a, b in (t.sampled for t in pruned.turns))
 
 
-def test_policy_tokens_and_logprobs_are_exactly_what_the_learner_scores(root, tasks, tok, farm):
-    """Tiny random policy over several turns: to_batch holds the sampled ids plus the
-    appended observation ids, the mask is exactly the sampled ids, and the learner's
-    logprobs of the batch equal the sampler's within 1e-4 (fp32)."""
+@pytest.mark.parametrize("backend", ["lockstep", "engine"])
+def test_policy_tokens_and_logprobs_are_exactly_what_the_learner_scores(root, tasks, tok, farm,
+                                                                        backend):
+    """Tiny random policy over several turns (lock-step Sampler rounds, or the
+    continuous-batching Engine with rows joining and leaving): to_batch holds the sampled
+    ids plus the appended observation ids, the mask is exactly the sampled ids, and the
+    learner's logprobs of the batch equal the sampler's within 1e-4 (fp32)."""
     from sandmle.rl import config as rl_config
     from sandmle.rl.learner import Learner
     from sandmle import parallel
     import jax
 
-    model, pol = _tiny_policy(tok, seed=5)
+    model, pol = _tiny_policy(tok, seed=5, backend=backend)
     cfg = H.agent_config(max_calls=3, max_new_tokens=48)
     rollouts = Rollouts(pol, tok, farm, cfg)
     refs = [TaskRef(tasks[i % 2], i // 2, i % 2) for i in range(4)]
-    batch = rollouts.run(refs, root / "exact_runs", seed=2)
+    batch = rollouts.run(refs, root / f"exact_runs_{backend}", seed=2)
     trajs = batch.trajectories
     for traj in trajs:
         assert len(traj.segments) == 1
