@@ -64,7 +64,9 @@ def get_config(arg=None):
     config.model.preset = MODELS[model]
     config.model.hf_path = ""  # a local Qwen3 checkpoint directory (required to train)
     config.model.overrides = ml_collections.ConfigDict({
-        "dtype": "bfloat16", "param_dtype": "float32", "remat": "full"})
+        "dtype": "bfloat16", "param_dtype": "float32", "remat": "full",
+        # Pallas flash attention on TPU, cuDNN on GPU: memory linear in the 32k context.
+        "attention": "auto"})
 
     config.agent = agent_config()   # 15 calls, 300 s per execution, 32k context
     config.agent.tools = ("execute_python", "score")   # the paper's Python and Score tools

@@ -27,6 +27,8 @@ flags.DEFINE_integer("samples", 1, "expert trajectories per task")
 flags.DEFINE_integer("seed", 0, "seed of the expert's choices")
 flags.DEFINE_integer("max_tasks", 0, "use only the first N tasks (0: all)")
 flags.DEFINE_integer("workers", 2, "sandbox farm workers")
+flags.DEFINE_string("scratch", "", "where the tokenizer and trajectories go (default: a "
+                    "temporary directory, removed after)")
 flags.DEFINE_float("bug_rate", 0.15, "fraction of demonstrations with a planted bug")
 
 
@@ -64,7 +66,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"no tasks under {FLAGS.tasks}")
     cfg = default_config()
     cfg.exec_timeout_s = 120.0
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=FLAGS.scratch or None) as tmp:
         tok = ChatTokenizer.from_pretrained(build_test_tokenizer(os.path.join(tmp, "tok")))
         fc = farm_config()
         fc.num_workers = FLAGS.workers

@@ -80,6 +80,7 @@ def report(config: ml_collections.ConfigDict) -> str:
         config.model.preset, topo.name, seq_len=config.agent.max_context_tokens,
         tasks=config.rl.tasks_per_step, group=config.rl.group_size, mesh_shape=shape,
         micro_batch_size=config.rl.micro_batch_size, compute_dtype=config.rl.compute_dtype,
-        remat=overrides.get("remat", "full"), rules=rules)
+        remat=overrides.get("remat", "full"), attention=overrides.get("attention", "xla"),
+        rules=rules)
     lines.append(memory_plan.format_plan(plan))
     return "\n".join(lines)

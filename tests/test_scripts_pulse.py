@@ -45,11 +45,40 @@ SCRIPTS = [
 ]
 
 
+# Scripts of the agent and the train loop run on one small generated task set ({tasks}),
+# made once per module: the tiny config's quick envgen (4 tabular tasks).
+SCRIPTS += [
+    ("experiments/expert_demos.py", ["--tasks={tasks}", "--samples=1"], "milestone", False),
+    ("benchmarks/rollout_bench.py",
+     ["--tasks={tasks}", "--num_tasks=2", "--group=2", "--sequential=1", "--max_new_tokens=16",
+      "--max_calls=2", "--quick"], "speedup", False),
+    ("benchmarks/train_step_bench.py",
+     ["--tasks={tasks}", "--steps=2", "--sft_steps=1", "--tasks_per_step=1", "--group=2",
+      "--quick"], "step time ratio", False),
+    ("experiments/tiny_reproduction.py",
+     ["--tasks={tasks}", "--seeds=0", "--config_args=quick,rl_steps=1", "--boot=10"],
+     "GRPO - SFT over", False),
+]
+
+
+@pytest.fixture(scope="module")
+def quick_tasks(tmp_path_factory):
+    from configs import tiny_cpu
+    from sandmle.envgen.pipeline import run_envgen
+    root = tmp_path_factory.mktemp("pulse_tasks") / "envgen"
+    run_envgen(tiny_cpu.get_config("quick").tasks.envgen, str(root), progress=False,
+               printer=lambda _: None)
+    return root
+
+
 @pytest.mark.parametrize("script,args,expect,needs_torch", SCRIPTS,
                          ids=[s[0] for s in SCRIPTS])
-def test_script_runs_from_anywhere(tmp_path, script, args, expect, needs_torch):
+def test_script_runs_from_anywhere(request, tmp_path, script, args, expect, needs_torch):
     if needs_torch and importlib.util.find_spec("torch") is None:
         pytest.skip("needs torch (pip install -e '.[torch]')")
+    if any("{tasks}" in a for a in args):
+        tasks = request.getfixturevalue("quick_tasks")
+        args = [a.replace("{tasks}", str(tasks)) for a in args]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")}
     env["JAX_PLATFORMS"] = "cpu"
     if script.startswith("experiments/") or script.endswith("envgen_speed.py"):
