@@ -58,7 +58,7 @@ def get_config(arg=None):
         "max_position_embeddings": 8192})
 
     config.agent = agent_config()
-    config.agent.max_calls = 6
+    config.agent.max_calls = 4             # inspect, solve, fix, answer: what the expert needs
     config.agent.exec_timeout_s = 60.0
     config.agent.trajectory_timeout_s = 600.0
     config.agent.max_new_tokens = 640
@@ -100,6 +100,9 @@ def get_config(arg=None):
     config.rl.tasks_per_step = 4
     config.rl.group_size = 4
     config.rl.optim.lr = 5e-4
+    # Gradient accumulation over 8-row micro-batches: the batch of all segments at 2k
+    # tokens with S x S attention scores would not fit in 24 GB at once.
+    config.rl.micro_batch_size = 8
     config.rl.overlap = True              # rollouts of step t+1 during update t
     config.rl.loss_agg = "seq-mean-token-mean"
 
@@ -128,6 +131,7 @@ def get_config(arg=None):
         # updated parameters (the pre-update copy is not checkpointed), so only the
         # synchronous loop resumes bit-exactly, which the exact-resume test checks.
         config.rl.overlap = False
+        config.rl.micro_batch_size = 0
         config.eval.samples_per_task = 1
         config.agent.max_calls = 2
         config.agent.max_new_tokens = 64

@@ -18,6 +18,7 @@ Job `sft` (`run_sft`) stops after Seed-SFT. The RL step itself is in sandmle/rl_
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -111,8 +112,10 @@ class Run:
         return int(-(-longest // m) * m)
 
     def rows_multiple(self, minibatches: int = 1) -> int:
+        """Learner rows are padded to this: every mini-batch splits over the batch shards
+        and into `rl.micro_batch_size` micro-batches."""
         shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"] * self.mesh.shape["expert"]
-        return int(shards * minibatches)
+        return int(math.lcm(shards, self.config.rl.micro_batch_size or 1) * minibatches)
 
     # ---- evaluation ---------------------------------------------------------------------------
     def evaluate(self, params: Any, extra: Any, name: str, step: int,
