@@ -26,7 +26,7 @@ from absl import app, flags  # noqa: E402
 flags.DEFINE_string("checkpoint", None, "a train workdir or checkpoint step folder "
                     "(default: make a tiny run under --scratch)")
 flags.DEFINE_string("scratch", None, "folder for the tiny run and the export")
-flags.DEFINE_integer("length", 48, "prompt tokens compared")
+flags.DEFINE_integer("num_tokens", 48, "prompt tokens compared")
 TOLERANCE = 1e-4
 
 
@@ -97,7 +97,7 @@ def main(argv):
     fv = flags.FLAGS
     scratch = Path(fv.scratch or tempfile.mkdtemp(prefix="export_parity_"))
     ckpt = fv.checkpoint or str(make_tiny_run(scratch / "run"))
-    r = parity(ckpt, scratch / "hf", fv.length)
+    r = parity(ckpt, scratch / "hf", fv.num_tokens)
     print(f"exported step {r['step']} of {ckpt} -> {scratch / 'hf'}")
     print(f"max |dlogit| transformers vs sandmle over {r['tokens']} tokens: "
           f"{r['max_abs_dlogit']:.2e}   (bound {TOLERANCE:.0e}; logits up to "

@@ -207,7 +207,7 @@ def test_ctrl_c_prints_the_summary_so_far(tmp_path):
     env = dict(os.environ, PYTHONPATH=root)
     proc = subprocess.Popen(
         [sys.executable, "-m", "sandmle.envgen.cli", "--config=configs/envgen.py:runlocal",
-         f"--workdir={tmp_path}", "--config.num_candidates=8",
+         f"--workdir={tmp_path}", "--config.num_candidates=40",
          "--config.seed_ids=('tabular-playground-series-may-2022',)"],
         cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True)

@@ -40,7 +40,7 @@ SCRIPTS = [
     ("experiments/micro_vs_full.py",
      ["--dnas=1", "--max_solutions=1", "--modalities=tabular",
       f"--config={os.path.join(ROOT, 'configs', 'envgen.py')}"], "median ratio", False),
-    ("experiments/export_parity.py", ["--length=8"], "max |dlogit| transformers vs sandmle",
+    ("experiments/export_parity.py", ["--num_tokens=8"], "max |dlogit| transformers vs sandmle",
      True),
 ]
 
