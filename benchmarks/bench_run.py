@@ -14,6 +14,27 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def define_flags() -> None:
+    """The flags every tuned-run benchmark shares: --tasks, --quick, --scratch."""
+    from absl import flags
+    flags.DEFINE_string("tasks", "", "envgen workdir of the task set ('' = generate one)")
+    flags.DEFINE_bool("quick", False, "the tiny config's pulse variant (4 generated tasks)")
+    flags.DEFINE_string("scratch", "", "where runs are written (default: a temporary dir)")
+
+
+def run_from_flags(prefix: str, sft_steps: int, overrides: dict):
+    """(run, params, extra, scratch): `tuned_run` on the shared flags' task set and scratch
+    directory (a new temporary one named `prefix*` when --scratch is empty)."""
+    import tempfile
+
+    from absl import flags
+    f = flags.FLAGS
+    scratch = f.scratch or tempfile.mkdtemp(prefix=prefix)
+    run, params, extra = tuned_run(f.tasks, os.path.join(scratch, "run"), sft_steps,
+                                   overrides, quick=f.quick)
+    return run, params, extra, scratch
+
+
 def tuned_run(tasks: str, workdir: str, sft_steps: int, overrides: dict | None = None,
               quick: bool = False):
     """(run, params, extra): `configs/tiny_cpu.py` on `tasks` ('' = generate them into

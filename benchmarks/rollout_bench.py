@@ -16,25 +16,23 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from benchmarks.bench_run import tuned_run  # noqa: E402
+from benchmarks import bench_run  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("tasks", "", "envgen workdir of the task set ('' = generate one)")
+bench_run.define_flags()
+flags.adopt_module_key_flags(bench_run)  # --help lists the shared flags too
 flags.DEFINE_integer("num_tasks", 16, "tasks in the batched run")
 flags.DEFINE_integer("group", 4, "trajectories per task")
 flags.DEFINE_integer("sequential", 8, "trajectories of the same work run one at a time")
 flags.DEFINE_integer("sft_steps", 0, "Seed-SFT steps before rolling out (0: untrained)")
 flags.DEFINE_integer("max_new_tokens", 128, "tokens per assistant turn")
 flags.DEFINE_integer("max_calls", 4, "LLM calls per trajectory")
-flags.DEFINE_bool("quick", False, "the tiny config's pulse variant (4 generated tasks)")
-flags.DEFINE_string("scratch", "", "where runs are written (default: a temporary dir)")
 
 
 def _timed(run, refs, root, seed):
@@ -53,12 +51,11 @@ def _row(name, trajs, wall, stats):
 def main(argv):
     del argv
     from sandmle.agent.rollout import TaskRef
-    scratch = FLAGS.scratch or tempfile.mkdtemp(prefix="rollout_bench_")
     overrides = {"agent.max_new_tokens": FLAGS.max_new_tokens,
                  "agent.max_calls": FLAGS.max_calls, "rollout.num_slots": max(
                      FLAGS.num_tasks * FLAGS.group, 1)}
-    run, params, extra = tuned_run(FLAGS.tasks, os.path.join(scratch, "run"), FLAGS.sft_steps,
-                                   overrides, quick=FLAGS.quick)
+    run, params, extra, scratch = bench_run.run_from_flags("rollout_bench_", FLAGS.sft_steps,
+                                                           overrides)
     try:
         run.policy.set_params(params, extra)
         tasks = (run.tasks.train + run.tasks.validation)[:FLAGS.num_tasks]

@@ -14,23 +14,21 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from benchmarks.bench_run import tuned_run  # noqa: E402
+from benchmarks import bench_run  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("tasks", "", "envgen workdir of the task set ('' = generate one)")
+bench_run.define_flags()
+flags.adopt_module_key_flags(bench_run)  # --help lists the shared flags too
 flags.DEFINE_integer("steps", 4, "RL steps per mode (the first one compiles, not counted)")
 flags.DEFINE_integer("sft_steps", 20, "Seed-SFT steps before RL (0: untrained policy)")
 flags.DEFINE_integer("tasks_per_step", 8, "rl.tasks_per_step")
 flags.DEFINE_integer("group", 4, "rl.group_size")
-flags.DEFINE_bool("quick", False, "the tiny config's pulse variant (4 generated tasks)")
-flags.DEFINE_string("scratch", "", "where runs are written (default: a temporary dir)")
 
 KEYS = ("time/step_s", "time/rollout_s", "time/update_s", "time/sampling_s", "time/farm_s",
         "time/rollout_idle_s")
@@ -78,12 +76,11 @@ def _mode(run, sft_params, overlap: bool, scratch: str) -> list[dict]:
 
 def main(argv):
     del argv
-    scratch = FLAGS.scratch or tempfile.mkdtemp(prefix="train_step_bench_")
     overrides = {"rl.tasks_per_step": FLAGS.tasks_per_step, "rl.group_size": FLAGS.group,
                  "rl.steps": FLAGS.steps, "eval.samples_per_task": 1,
                  "checkpoint.every_steps": 10**6}
-    run, params, extra = tuned_run(FLAGS.tasks, os.path.join(scratch, "run"), FLAGS.sft_steps,
-                                   overrides, quick=FLAGS.quick)
+    run, params, extra, scratch = bench_run.run_from_flags("train_step_bench_",
+                                                           FLAGS.sft_steps, overrides)
     run.tasks.validation = run.tasks.validation[:1]  # the loop's final eval: kept small
     try:
         rows = {name: _mode(run, params, name == "overlap", scratch)

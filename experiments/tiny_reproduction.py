@@ -47,6 +47,15 @@ def _run(seed: int, tasks: str, workdir: str) -> float:
     return time.time() - t0
 
 
+def _finished(workdir: str) -> bool:
+    """Whether the run in `workdir` has finished (its results.json says phase 'done')."""
+    path = os.path.join(workdir, "results.json")
+    if not os.path.isfile(path):
+        return False
+    with open(path) as f:
+        return json.load(f).get("phase") == "done"
+
+
 def _per_task(path: str) -> dict[str, float]:
     from sandmle.agent.trajectory import loads
     by_task = collections.defaultdict(list)
@@ -76,9 +85,7 @@ def main(argv):
     per_seed, walls = {}, {}
     for seed in seeds:
         workdir = os.path.join(FLAGS.scratch, f"seed{seed}")
-        done = os.path.isfile(os.path.join(workdir, "results.json")) and json.load(
-            open(os.path.join(workdir, "results.json"))).get("phase") == "done"
-        walls[seed] = 0.0 if done else _run(seed, tasks, workdir)
+        walls[seed] = 0.0 if _finished(workdir) else _run(seed, tasks, workdir)
         if not tasks:
             tasks = os.path.join(workdir, "envgen")
         per_seed[seed] = _evals(workdir)
