@@ -8,9 +8,10 @@ ragged paged kernel.
 Implementations:
   xla      scores materialised as [B, H, T, S] float32, then softmax (the original code;
            the fastest on CPU for short rows, memory quadratic in S).
-  chunked  online softmax over blocks of `block` keys with a flash-style custom VJP: the
-           backward pass recomputes each block's scores from the saved log-sum-exp, so
-           forward and backward memory are linear in S. Pure JAX, any backend.
+  chunked  online softmax over causal tiles of `block` slots with a flash-style custom VJP:
+           query tile i meets key tiles 0..i only, and the backward pass recomputes each
+           tile's scores from the saved log-sum-exp, so forward and backward memory are
+           linear in S. Pure JAX, any backend.
   cudnn    `jax.nn.dot_product_attention(implementation='cudnn')`: cuDNN's fused flash
            attention (NVIDIA GPU, bfloat16/float16). The key mask is passed as per-row
            lengths, so rows must be right-padded (the learner's batches are).
@@ -96,12 +97,13 @@ def materialized(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array,
 
 # Chunked online softmax with a flash-style VJP ------------------------------------------------
 
-def _block_scores(qg, kblk, valid, q_slot, first, scale):
-    """Masked float32 scores [B, K, G, T, Bk] of one key block starting at slot `first`."""
-    s = jnp.einsum("bkgtd,bksd->bkgts", qg, kblk, preferred_element_type=jnp.float32) * scale
-    slots = first + jnp.arange(kblk.shape[2])
-    allowed = valid[:, None, None, None, :] & (slots[None, None, None, None, :]
-                                               <= q_slot[:, None, None, :, None])
+def _tile_scores(qi, kj, valid, i, j, scale):
+    """Masked float32 scores [B, K, G, Bq, Bk] of query tile i against key tile j (tiles of
+    equal size: query slot = key slot = position in the row) and where they are allowed."""
+    bq, bk = qi.shape[3], kj.shape[2]
+    s = jnp.einsum("bkgtd,bksd->bkgts", qi, kj, preferred_element_type=jnp.float32) * scale
+    causal = (j * bk + jnp.arange(bk))[None, :] <= (i * bq + jnp.arange(bq))[:, None]
+    allowed = valid[:, None, None, None, :] & causal[None, None, None]
     return jnp.where(allowed, s, MASK_VALUE), allowed
 
 
@@ -127,70 +129,88 @@ def online_softmax_step(carry: tuple, s: jax.Array, vblk: jax.Array) -> tuple:
     return m_new, l * corr + jnp.sum(p, axis=-1), acc * corr[..., None] + pv
 
 
-def _flash_forward(qg, kb, vb, q_slot, k_valid, scale):
-    """(out [B, K, G, T, D] float32, log-sum-exp [B, K, G, T]) over key blocks kb, vb
-    [nb, B, K, Bk, D] with validity k_valid [nb, B, Bk]."""
-    bk = kb.shape[3]
+def _causal_pairs(n: int) -> tuple[jax.Array, jax.Array]:
+    """The (query tile, key tile) pairs a causal row needs: j <= i, grouped by i."""
+    i, j = zip(*[(a, b) for a in range(n) for b in range(a + 1)])
+    return jnp.asarray(i, jnp.int32), jnp.asarray(j, jnp.int32)
 
-    def body(carry, xs):
-        kblk, vblk, valid, i = xs
-        s, _ = _block_scores(qg, kblk, valid, q_slot, i * bk, scale)
-        return online_softmax_step(carry, s, vblk), None
 
-    (m, l, acc), _ = jax.lax.scan(body, online_softmax_init(qg.shape),
-                                  (kb, vb, k_valid, jnp.arange(kb.shape[0])))
+def _flash_forward(qt, kb, vb, k_valid, scale):
+    """(out [n, B, K, G, Bq, D] float32, log-sum-exp [n, B, K, G, Bq]) over query tiles qt
+    [n, B, K, G, Bq, D] and key tiles kb, vb [n, B, K, Bk, D] with validity k_valid
+    [n, B, Bk]; only the n(n+1)/2 tiles on or below the diagonal are computed."""
+
+    def body(carry, ij):
+        i, j = ij
+        s, _ = _tile_scores(qt[i], kb[j], k_valid[j], i, j, scale)
+        tile = online_softmax_step(tuple(c[i] for c in carry), s, vb[j])
+        return tuple(c.at[i].set(x) for c, x in zip(carry, tile)), None
+
+    (m, l, acc), _ = jax.lax.scan(body, online_softmax_init(qt.shape),
+                                  _causal_pairs(qt.shape[0]))
     return acc / l[..., None], m + jnp.log(l)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _flash(qg, kb, vb, q_slot, k_valid, scale):
-    return _flash_forward(qg, kb, vb, q_slot, k_valid, scale)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _flash(qt, kb, vb, k_valid, scale):
+    return _flash_forward(qt, kb, vb, k_valid, scale)[0]
 
 
-def _flash_fwd_rule(qg, kb, vb, q_slot, k_valid, scale):
-    out, lse = _flash_forward(qg, kb, vb, q_slot, k_valid, scale)
-    return out, (qg, kb, vb, q_slot, k_valid, out, lse)
+def _flash_fwd_rule(qt, kb, vb, k_valid, scale):
+    out, lse = _flash_forward(qt, kb, vb, k_valid, scale)
+    return out, (qt, kb, vb, k_valid, out, lse)
 
 
 def _flash_bwd_rule(scale, res, g):
-    # FlashAttention-2's backward: P is recomputed per block from the log-sum-exp, and
+    # FlashAttention-2's backward: P is recomputed per tile from the log-sum-exp, and
     # dS = P * (dP - rowsum(dO * O)); nothing quadratic in S is ever stored.
-    qg, kb, vb, q_slot, k_valid, out, lse = res
+    qt, kb, vb, k_valid, out, lse = res
     g = g.astype(jnp.float32)
     delta = jnp.sum(g * out, axis=-1)
-    bk = kb.shape[3]
 
-    def body(dq, xs):
-        kblk, vblk, valid, i = xs
-        s, allowed = _block_scores(qg, kblk, valid, q_slot, i * bk, scale)
-        p = jnp.exp(s - lse[..., None])
-        dv = jnp.einsum("bkgts,bkgtd->bksd", p, g)
-        dp = jnp.einsum("bkgtd,bksd->bkgts", g, vblk.astype(jnp.float32))
-        ds = jnp.where(allowed, p * (dp - delta[..., None]), 0.0) * scale
-        dq = dq + jnp.einsum("bkgts,bksd->bkgtd", ds, kblk.astype(jnp.float32))
-        dk = jnp.einsum("bkgts,bkgtd->bksd", ds, qg.astype(jnp.float32))
-        return dq, (dk.astype(kblk.dtype), dv.astype(vblk.dtype))
+    def body(carry, ij):
+        dq, dk, dv = carry
+        i, j = ij
+        qi, kj, vj, gi = qt[i], kb[j], vb[j], g[i]
+        s, allowed = _tile_scores(qi, kj, k_valid[j], i, j, scale)
+        p = jnp.exp(s - lse[i][..., None])
+        dp = jnp.einsum("bkgtd,bksd->bkgts", gi, vj.astype(jnp.float32))
+        ds = jnp.where(allowed, p * (dp - delta[i][..., None]), 0.0) * scale
+        dq = dq.at[i].add(jnp.einsum("bkgts,bksd->bkgtd", ds, kj.astype(jnp.float32)))
+        dk = dk.at[j].add(jnp.einsum("bkgts,bkgtd->bksd", ds, qi.astype(jnp.float32)))
+        dv = dv.at[j].add(jnp.einsum("bkgts,bkgtd->bksd", p, gi))
+        return (dq, dk, dv), None
 
-    dq, (dk, dv) = jax.lax.scan(body, jnp.zeros(qg.shape, jnp.float32),
-                                (kb, vb, k_valid, jnp.arange(kb.shape[0])))
-    return dq.astype(qg.dtype), dk, dv, None, None
+    zeros = (jnp.zeros(qt.shape, jnp.float32), jnp.zeros(kb.shape, jnp.float32),
+             jnp.zeros(vb.shape, jnp.float32))
+    (dq, dk, dv), _ = jax.lax.scan(body, zeros, _causal_pairs(qt.shape[0]))
+    return dq.astype(qt.dtype), dk.astype(kb.dtype), dv.astype(vb.dtype), None
 
 
 _flash.defvjp(_flash_fwd_rule, _flash_bwd_rule)
 
 
-def chunked_attention(q: jax.Array, kb: jax.Array, vb: jax.Array, q_slot: jax.Array,
-                      k_valid: jax.Array, dtype: Any) -> jax.Array:
-    """Online-softmax attention over key blocks (differentiable, memory linear in S).
+def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array,
+                      dtype: Any, block: int = 512) -> jax.Array:
+    """Causal online-softmax attention in tiles of `block` slots (differentiable, memory
+    linear in S): query tile i meets key tiles 0..i only, so about half the score tiles
+    of a row are never computed.
 
-    q [B, T, H, D]; kb, vb [nb, B, K, Bk, D] (keys in blocks of Bk slots, block i holding
-    slots i*Bk ...); q_slot [B, T] (a query sees slots <= its own); k_valid [nb, B, Bk].
+    q [B, T, H, D]; k, v [B, T, K, D]; key_mask [B, T] bool. Returns [B, T, H, D].
     """
     b, t, h, d = q.shape
-    kh = kb.shape[2]
-    qg = q.reshape(b, t, kh, h // kh, d).transpose(0, 2, 3, 1, 4)
-    out = _flash(qg, kb.astype(dtype), vb.astype(dtype), q_slot, k_valid, d ** -0.5)
-    return out.astype(dtype).transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
+    kh = k.shape[2]
+    bk = min(block, t)
+    # [n, B, Bk, K, D] -> [n, B, K, Bk, D]
+    kb = key_blocks(k.astype(dtype), bk, 1).transpose(0, 1, 3, 2, 4)
+    vb = key_blocks(v.astype(dtype), bk, 1).transpose(0, 1, 3, 2, 4)
+    valid = key_blocks(key_mask, bk, 1, fill=False)
+    # [n, B, Bq, K, G, D] -> [n, B, K, G, Bq, D]
+    qt = key_blocks(q.reshape(b, t, kh, h // kh, d).astype(dtype), bk, 1)
+    qt = qt.transpose(0, 1, 3, 4, 2, 5)
+    out = _flash(qt, kb, vb, valid, d ** -0.5)                     # [n, B, K, G, Bq, D]
+    out = out.astype(dtype).transpose(1, 0, 4, 2, 3, 5).reshape(b, -1, h, d)
+    return out[:, :t]
 
 
 def key_blocks(x: jax.Array, block: int, axis: int, fill: Any = 0) -> jax.Array:
@@ -219,13 +239,7 @@ def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array
         causal = jnp.arange(t)[None, :] <= jnp.arange(t)[:, None]
         return materialized(q, k, v, key_mask[:, None, :] & causal[None], dtype)
     if impl == "chunked":
-        bk = min(block, t)
-        # [nb, B, Bk, K, D] -> [nb, B, K, Bk, D]
-        kb = key_blocks(k, bk, 1).transpose(0, 1, 3, 2, 4)
-        vb = key_blocks(v, bk, 1).transpose(0, 1, 3, 2, 4)
-        valid = key_blocks(key_mask, bk, 1, fill=False)
-        q_slot = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32)[None], (b, t))
-        return chunked_attention(q, kb, vb, q_slot, valid, dtype)
+        return chunked_attention(q, k, v, key_mask, dtype, block)
     if impl == "cudnn":
         lengths = jnp.sum(key_mask, axis=1, dtype=jnp.int32)
         out = jax.nn.dot_product_attention(

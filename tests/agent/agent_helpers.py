@@ -81,12 +81,13 @@ def tokenizer(root: str):
     return ChatTokenizer.from_pretrained(tokenizer_dir(root))
 
 
-def tiny_model(vocab: int, seed: int = 0, layers: int = 1):
+def tiny_model(vocab: int, seed: int = 0, layers: int = 1, attention: str = "xla"):
     """A tiny random Qwen3 on one device."""
     import jax
     from flax import nnx
     from sandmle.models import qwen3
-    cfg = qwen3.get_preset("tiny", vocab_size=vocab, num_hidden_layers=layers)
+    cfg = qwen3.get_preset("tiny", vocab_size=vocab, num_hidden_layers=layers,
+                           attention=attention)
     with jax.default_device(jax.devices()[0]):
         return qwen3.Qwen3(cfg, rngs=nnx.Rngs(seed))
 

@@ -75,9 +75,9 @@ def test_expert_solves_tasks_through_the_tools(root, tasks, tok, farm):
     assert batch.stats["end_answer"] == len(refs)
 
 
-def _tiny_policy(tok, seed=0, backend="lockstep"):
+def _tiny_policy(tok, seed=0, backend="lockstep", attention="xla"):
     from sandmle.sampling import Sampler, SamplingParams
-    model = H.tiny_model(tok.vocab_size, seed=seed)
+    model = H.tiny_model(tok.vocab_size, seed=seed, attention=attention)
     if backend == "engine":
         from sandmle.sampling.engine import Engine
         engine = Engine(model, tokenizer=tok, num_slots=4, max_seq_len=4096,
@@ -166,9 +166,10 @@ def test_context_overflow_prunes_then_ends(root, tasks, tok, farm):
         b - a for a, b in (t.sampled for t in pruned.turns))
 
 
-@pytest.mark.parametrize("backend", ["lockstep", "engine"])
+@pytest.mark.parametrize("backend,attention", [("lockstep", "xla"), ("engine", "xla"),
+                                               ("engine", "chunked")])
 def test_policy_tokens_and_logprobs_are_exactly_what_the_learner_scores(root, tasks, tok, farm,
-                                                                        backend):
+                                                                        backend, attention):
     """Tiny random policy over several turns (lock-step Sampler rounds, or the
     continuous-batching Engine with rows joining and leaving): to_batch holds the sampled
     ids plus the appended observation ids, the mask is exactly the sampled ids, and the
@@ -178,11 +179,11 @@ def test_policy_tokens_and_logprobs_are_exactly_what_the_learner_scores(root, ta
     from sandmle import parallel
     import jax
 
-    model, pol = _tiny_policy(tok, seed=5, backend=backend)
+    model, pol = _tiny_policy(tok, seed=5, backend=backend, attention=attention)
     cfg = H.agent_config(max_calls=3, max_new_tokens=48)
     rollouts = Rollouts(pol, tok, farm, cfg)
     refs = [TaskRef(tasks[i % 2], i // 2, i % 2) for i in range(4)]
-    batch = rollouts.run(refs, root / f"exact_runs_{backend}", seed=2)
+    batch = rollouts.run(refs, root / f"exact_runs_{backend}_{attention}", seed=2)
     trajs = batch.trajectories
     for traj in trajs:
         assert len(traj.segments) == 1
