@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +32,8 @@ from flax import nnx
 from sandmle import build, checkpoint, metrics, preemption, tasksets
 from sandmle.agent import expert, summary
 from sandmle.agent.rollout import Rollouts, TaskRef
-from sandmle.agent.trajectory import dumps, loads, to_batch
+from sandmle.agent.trajectory import dumps, loads
 from sandmle.errors import UserError
-from sandmle.regression import BatchSampler
 from sandmle.rl import advantages as adv_lib
 from sandmle.rl import sft as sft_lib
 from sandmle.rl.learner import Learner

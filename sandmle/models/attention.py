@@ -234,7 +234,7 @@ def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array
     q [B, T, H, D]; k, v [B, T, K, D]; key_mask [B, T] bool (False: padding, never a key).
     Causal in slot order (the order tokens sit in the row). Returns [B, T, H, D].
     """
-    b, t = key_mask.shape
+    t = key_mask.shape[1]
     if impl == "xla":
         causal = jnp.arange(t)[None, :] <= jnp.arange(t)[:, None]
         return materialized(q, k, v, key_mask[:, None, :] & causal[None], dtype)
