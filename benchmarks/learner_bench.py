@@ -45,6 +45,8 @@ flags.DEFINE_float("peak_tflops", 0.0, "accelerator peak TFLOP/s for MFU (0: ski
 flags.DEFINE_integer("layers", 0, "decoder layers (0: the preset's)")
 flags.DEFINE_enum("attention", "xla", ["auto", "xla", "chunked", "cudnn", "pallas"],
                   "the model's attention implementation (Qwen3Config.attention)")
+flags.DEFINE_integer("attention_block", 512, "tile of the chunked attention, in slots "
+                     "(Qwen3Config.attention_block)")
 FLAGS = flags.FLAGS
 
 
@@ -92,7 +94,8 @@ def make_batch(b: int, t: int, vocab: int) -> dict:
 def main(argv):
     del argv
     # The model computes in the learner's dtype (cuDNN's fused attention needs bf16).
-    overrides = {"attention": FLAGS.attention, "dtype": FLAGS.compute_dtype}
+    overrides = {"attention": FLAGS.attention, "attention_block": FLAGS.attention_block,
+                 "dtype": FLAGS.compute_dtype}
     if FLAGS.layers:
         overrides["num_hidden_layers"] = FLAGS.layers
     cfg = qwen3.get_preset(FLAGS.preset, **overrides)

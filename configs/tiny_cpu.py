@@ -58,8 +58,9 @@ def get_config(arg=None):
         "max_position_embeddings": 8192,
         # Causal tiles with an online softmax: on 2 cores the learner's update of 8 rows of
         # 2k tokens ran 2.4x faster than with materialised S x S scores (learner_bench),
-        # and tiles of 256 slots ran a gradient pass over 8 x 2048 tokens 1.9x faster than
-        # tiles of 512 (128: 1.7x, 384: 1.5x).
+        # and tiles of 256 slots ran the GRPO update 2.3x faster than tiles of 512 (14,775 vs
+        # 6,413 tok/s: `benchmarks/learner_bench.py --attention=chunked --attention_block=N
+        # --batch=8 --seq_len=2048`).
         "attention": "chunked", "attention_block": 256})
 
     config.agent = agent_config()
