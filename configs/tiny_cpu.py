@@ -89,7 +89,9 @@ def get_config(arg=None):
     config.sampling.cache_multiple = 2048
 
     config.sft = sft_config()
-    config.sft.steps = 80
+    # 120 steps, not 80: after 80 one seed in three still wrote malformed calls (held-out
+    # valid 0.06); after 120 every seed was valid in 0.66-0.84 of held-out samples.
+    config.sft.steps = 120
     config.sft.batch_size = 4
     config.sft.optim.lr = 1e-2
     config.sft.optim.warmup_steps = 10
@@ -102,10 +104,12 @@ def get_config(arg=None):
 
     config.rl = rl_config()
     config.rl.temperature = temperature
-    config.rl.steps = 12
+    config.rl.steps = 24
     config.rl.tasks_per_step = 4
     config.rl.group_size = 4
-    config.rl.optim.lr = 5e-4
+    # At 5e-4 one seed in three collapsed in its last GRPO steps (held-out reward 0.39 ->
+    # 0.02); at 2e-4 all three improved (experiments/tiny_reproduction.py, docs/rl.md).
+    config.rl.optim.lr = 2e-4
     # Gradient accumulation over 8-row micro-batches bounds the update's memory.
     config.rl.micro_batch_size = 8
     config.rl.overlap = True              # rollouts of step t+1 during update t
