@@ -88,11 +88,11 @@ def main(argv):
     finally:
         run.farm.close()
     means = {}
-    print(f"{'mode':<10}" + "".join(f"{k.split('/')[1]:>14}" for k in KEYS) + "   rewards")
+    print(f"{'mode':<10}" + "".join(f" {k.split('/')[1]:>14}" for k in KEYS) + "   rewards")
     for name, rs in rows.items():
         timed = rs[1:] or rs  # the first step compiles
         means[name] = {k: float(np.mean([r[k] for r in timed])) for k in KEYS}
-        print(f"{name:<10}" + "".join(f"{means[name][k]:>14.2f}" for k in KEYS) + "   "
+        print(f"{name:<10}" + "".join(f" {means[name][k]:>14.2f}" for k in KEYS) + "   "
               + " ".join(f"{r['reward_mean']:.3f}" for r in rs))
     ratio = means["overlap"]["time/step_s"] / means["sync"]["time/step_s"]
     print(f"step time ratio overlap / sync: {ratio:.2f} (target <= 0.8; "
