@@ -208,6 +208,9 @@ def test_ctrl_c_prints_the_summary_so_far(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "sandmle.envgen.cli", "--config=configs/envgen.py:runlocal",
          f"--workdir={tmp_path}", "--config.num_candidates=40",
+         # No accepted-task target: the run cannot finish before the Ctrl-C arrives (with
+         # runlocal's 6 it once did, on a loaded machine, and exited 0).
+         "--config.target_accepted=0",
          "--config.seed_ids=('tabular-playground-series-may-2022',)"],
         cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True)
