@@ -208,12 +208,15 @@ def test_ctrl_c_prints_the_summary_so_far(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "sandmle.envgen.cli", "--config=configs/envgen.py:runlocal",
          f"--workdir={tmp_path}", "--config.num_candidates=40",
-         # No accepted-task target: the run cannot finish before the Ctrl-C arrives (with
-         # runlocal's 6 it once did, on a loaded machine, and exited 0).
+         # No accepted-task target: a run that ignored the Ctrl-C would finish with exit 0
+         # after 40 candidates instead of stopping early at runlocal's 6, and fail below.
          "--config.target_accepted=0",
          "--config.seed_ids=('tabular-playground-series-may-2022',)"],
         cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
+        start_new_session=True,
+        # An xdist worker may run with SIGINT ignored (test_cli's Ctrl-C test met this), and
+        # a child inherits that; a terminal's child does not.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     manifest = tmp_path / "manifest.jsonl"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
