@@ -31,17 +31,16 @@ import ml_collections
 from configs.common import parse_arg
 
 MODELS = {"8b": "qwen3-8b", "14b": "qwen3-14b", "30b_a3b": "qwen3-30b-a3b"}
-# Meshes (data, fsdp, tensor, expert) that `sandmle-memplan` found to need least memory per
-# device for 16 x 4 rows of 32k tokens with flash attention.
-MESHES = {("v5p-64", m): (1, 4, 8, 1) for m in MODELS}
-MESHES.update({("8xH100-80GB", "8b"): (1, 1, 8, 1), ("8xH100-80GB", "14b"): (1, 1, 8, 1),
-               ("16xH100-80GB", "30b_a3b"): (1, 4, 4, 1)})
-# On GPUs: the 30B-A3B's fp32 master weights, AdamW moments and gradients alone take about
-# 76 GB per device on one node of 8 x 80 GB, so it needs two nodes; rows per micro-batch so
-# that the plan fits with room to spare (8b 48 GB, 14b 58 GB, 30b_a3b 51 GB per device; the
-# v5p-64 default, 16 rows, fits all three). tests/test_paper_configs.py holds these to FITS.
-GPU_TOPOLOGY = {"8b": "8xH100-80GB", "14b": "8xH100-80GB", "30b_a3b": "16xH100-80GB"}
-GPU_MICRO_BATCH = {"8b": 2, "14b": 1, "30b_a3b": 4}
+# Where each run goes: (topology, mesh (data, fsdp, tensor, expert), rows per micro-batch).
+# Meshes are those `sandmle-memplan` found to need least memory per device for 16 x 4 rows
+# of 32k tokens with flash attention. On GPUs the 30B-A3B's fp32 master weights, AdamW
+# moments and gradients alone take about 76 GB per device on one node of 8 x 80 GB, so it
+# needs two nodes; the micro-batches leave room to spare (8b 48 GB, 14b 58 GB, 30b_a3b 51 GB
+# per device). tests/test_paper_configs.py holds every placement's plan to FITS.
+TPU_PLACEMENT = ("v5p-64", (1, 4, 8, 1), 16)
+GPU_PLACEMENT = {"8b": ("8xH100-80GB", (1, 1, 8, 1), 2),
+                 "14b": ("8xH100-80GB", (1, 1, 8, 1), 1),
+                 "30b_a3b": ("16xH100-80GB", (1, 4, 4, 1), 4)}
 
 
 def get_config(arg=None):
@@ -54,7 +53,7 @@ def get_config(arg=None):
     from sandmle.sandbox.config import default_config as farm_config
     from configs import envgen
 
-    topology = GPU_TOPOLOGY[model] if arg.gpu else "v5p-64"
+    topology, mesh_shape, micro_batch = GPU_PLACEMENT[model] if arg.gpu else TPU_PLACEMENT
     config = ml_collections.ConfigDict()
     config.job = "sft" if arg.sft else "train"
     config.seed = 0
@@ -62,7 +61,7 @@ def get_config(arg=None):
     config.multihost = False        # tpu/launch.sh passes --multihost on pods
     config.dry_run = False
     config.dry_run_topology = topology
-    config.mesh = ml_collections.ConfigDict({"shape": MESHES[(topology, model)]})
+    config.mesh = ml_collections.ConfigDict({"shape": mesh_shape})
 
     config.tasks = ml_collections.ConfigDict({"dir": "", "num_train": 0, "num_validation": 0})
     config.tasks.envgen = envgen.get_config("n=912")
@@ -97,7 +96,7 @@ def get_config(arg=None):
     config.rl.steps = arg.rl_steps
     config.rl.ppo_epochs = 1
     config.rl.num_minibatches = 1
-    config.rl.micro_batch_size = GPU_MICRO_BATCH[model] if arg.gpu else 16
+    config.rl.micro_batch_size = micro_batch
     config.rl.overlap = True
     config.rl.compute_dtype = "bfloat16"
     if arg.ppo:

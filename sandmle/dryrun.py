@@ -52,16 +52,22 @@ def sharding_plan(model_cfg: Any, mesh_shape: dict[str, int], rules: Any
     return rows
 
 
+def model_and_rules(config: ml_collections.ConfigDict) -> tuple[Any, tuple]:
+    """The run's model config (preset + overrides) and its logical axis rules."""
+    from sandmle.models.config import get_preset
+    overrides = config.model.overrides.to_dict() if config.model.get("overrides") else {}
+    return (get_preset(config.model.preset, **overrides),
+            parallel.rules_from_config(config.get("axis_rules", None)))
+
+
 def report(config: ml_collections.ConfigDict) -> str:
     """The dry run's text: mesh, grouped sharding plan, and the memory plan's table."""
-    from sandmle.models.config import get_preset
     from sandmle.rl import memory_plan
     topo = memory_plan.get_topology(config.dry_run_topology)
     shape = parallel.resolve_mesh_shape(tuple(config.mesh.shape), topo.devices)
     mesh_shape = dict(zip(parallel.MESH_AXES, shape))
-    rules = parallel.rules_from_config(config.get("axis_rules", None))
+    cfg, rules = model_and_rules(config)
     overrides = config.model.overrides.to_dict() if config.model.get("overrides") else {}
-    cfg = get_preset(config.model.preset, **overrides)
     rows = sharding_plan(cfg, mesh_shape, rules)
     # Layers repeat: group parameters that differ only in the layer index.
     groups: dict[tuple, list] = collections.defaultdict(list)

@@ -22,18 +22,11 @@ from flax import nnx
 from configs import sandmle_qwen3
 from sandmle import dryrun, parallel
 from sandmle.models import layers, qwen3
-from sandmle.models.config import get_preset
 from sandmle.models.layers import params_on
 from sandmle.rl import memory_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("8b", "14b", "30b_a3b")
-
-
-def _model_and_rules(config):
-    overrides = config.model.overrides.to_dict()
-    return (get_preset(config.model.preset, **overrides),
-            parallel.rules_from_config(config.get("axis_rules", None)))
 
 
 def _allocates(fn) -> list:
@@ -77,7 +70,7 @@ def test_dry_run_report_fits_and_allocates_nothing(arg):
     # Parameters are sharded over the tensor x fsdp plane: per device, the fp32 parameters
     # are the total over (fsdp * tensor), plus what cannot be split that far (norms; the
     # 30B-A3B's 4 KV heads over 8 tensor shards), a few percent.
-    cfg, rules = _model_and_rules(config)
+    cfg, rules = dryrun.model_and_rules(config)
     shape = dict(zip(parallel.MESH_AXES, config.mesh.shape))
     rows = dryrun.sharding_plan(cfg, shape, rules)
     total = sum(math.prod(r[1]) * 4 for r in rows)
@@ -93,7 +86,7 @@ def check_abstract_build(arg: str) -> None:
     (nothing allocated) and checks that every parameter is created with the placement the
     dry run's plan prints (as a multiset of (shape, bytes per device))."""
     config = sandmle_qwen3.get_config(arg)
-    cfg, rules = _model_and_rules(config)
+    cfg, rules = dryrun.model_and_rules(config)
     mesh = parallel.mesh_from_config(config)
     created = []
     real = layers._sharded_initializer
