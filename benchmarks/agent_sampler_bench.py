@@ -39,19 +39,22 @@ import dataclasses
 import heapq
 import time
 
-from absl import app, flags
+from absl import flags
 
-_CONVS = flags.DEFINE_integer("conversations", 64, "Conversations (= engine slots).")
-_MIN_TURNS = flags.DEFINE_integer("min_turns", 3, "Fewest assistant turns.")
-_MAX_TURNS = flags.DEFINE_integer("max_turns", 8, "Most assistant turns.")
-_PROMPT = flags.DEFINE_integer("prompt_len", 256, "Prompt tokens.")
-_MIN_OBS = flags.DEFINE_integer("min_obs", 64, "Shortest tool observation (tokens).")
-_MAX_OBS = flags.DEFINE_integer("max_obs", 1024, "Longest tool observation (tokens).")
-_MIN_GEN = flags.DEFINE_integer("min_gen", 16, "Fewest tokens a turn samples.")
-_MAX_GEN = flags.DEFINE_integer("max_gen", 128, "Most tokens a turn samples.")
-_MIN_LAT = flags.DEFINE_float("min_latency", 0.1, "Shortest tool run (s).")
-_MAX_LAT = flags.DEFINE_float("max_latency", 2.0, "Longest tool run (s).")
-_DECODE_STEPS = flags.DEFINE_integer("decode_steps", 16, "Engine tokens per step.")
+from sandmle import cli
+
+_CONVS = flags.DEFINE_integer("conversations", 64, "Conversations (= engine slots).", lower_bound=1)
+_MIN_TURNS = flags.DEFINE_integer("min_turns", 3, "Fewest assistant turns.", lower_bound=1)
+_MAX_TURNS = flags.DEFINE_integer("max_turns", 8, "Most assistant turns.", lower_bound=1)
+_PROMPT = flags.DEFINE_integer("prompt_len", 256, "Prompt tokens.", lower_bound=1)
+_MIN_OBS = flags.DEFINE_integer("min_obs", 64, "Shortest tool observation (tokens).", lower_bound=1)
+_MAX_OBS = flags.DEFINE_integer("max_obs", 1024, "Longest tool observation (tokens).",
+                                lower_bound=1)
+_MIN_GEN = flags.DEFINE_integer("min_gen", 16, "Fewest tokens a turn samples.", lower_bound=1)
+_MAX_GEN = flags.DEFINE_integer("max_gen", 128, "Most tokens a turn samples.", lower_bound=1)
+_MIN_LAT = flags.DEFINE_float("min_latency", 0.1, "Shortest tool run (s).", lower_bound=0)
+_MAX_LAT = flags.DEFINE_float("max_latency", 2.0, "Longest tool run (s).", lower_bound=0)
+_DECODE_STEPS = flags.DEFINE_integer("decode_steps", 16, "Engine tokens per step.", lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Script seed.")
 
 
@@ -203,4 +206,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main, doc=__doc__)

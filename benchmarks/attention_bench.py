@@ -26,12 +26,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import json
 import subprocess
 
-from absl import app, flags
+from absl import flags
 
-_CHECK_LEN = flags.DEFINE_integer("check_len", 2048, "Tokens of the agreement check.")
-_MEMORY_LEN = flags.DEFINE_integer("memory_len", 8192, "Tokens of the memory measurement.")
-_BLOCK = flags.DEFINE_integer("block", 512, "Keys per block of the chunked attention.")
-_TOL = flags.DEFINE_float("tolerance", 1e-5, "Agreement bound (fp32).")
+from sandmle import cli
+
+_CHECK_LEN = flags.DEFINE_integer("check_len", 2048, "Tokens of the agreement check.",
+                                  lower_bound=1)
+_MEMORY_LEN = flags.DEFINE_integer("memory_len", 8192, "Tokens of the memory measurement.",
+                                   lower_bound=1)
+_BLOCK = flags.DEFINE_integer("block", 512, "Keys per block of the chunked attention.",
+                              lower_bound=1)
+_TOL = flags.DEFINE_float("tolerance", 1e-5, "Agreement bound (fp32).", lower_bound=0)
 _MEASURE = flags.DEFINE_string("measure", None, "(internal) measure one implementation.")
 
 
@@ -169,4 +174,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main, doc=__doc__)

@@ -17,7 +17,10 @@ if str(ROOT) not in sys.path:
 def define_flags() -> None:
     """The flags every tuned-run benchmark shares: --tasks, --quick, --scratch."""
     from absl import flags
+
+    from sandmle import cli, tasksets
     flags.DEFINE_string("tasks", "", "envgen workdir of the task set ('' = generate one)")
+    cli.check_flag("tasks", lambda d: d and tasksets.load(d))
     flags.DEFINE_bool("quick", False, "the tiny config's pulse variant (4 generated tasks)")
     flags.DEFINE_string("scratch", "", "where runs are written (default: a temporary dir)")
 

@@ -25,9 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
-N = flags.DEFINE_integer("n", 6, "accepted tasks wanted per variant")
+from sandmle import cli
+
+N = flags.DEFINE_integer("n", 6, "accepted tasks wanted per variant", lower_bound=1)
 VARIANTS = flags.DEFINE_list("variants", ["runlocal", "runlocal+fast"],
                              "configs/envgen.py args per variant ('+' joins args)")
 SCRATCH = flags.DEFINE_string("scratch", "", "folder for the workdirs (default: temp dir)")
@@ -73,4 +75,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main, doc=__doc__)

@@ -25,17 +25,23 @@ import statistics
 import time
 from collections.abc import Sequence
 
-from absl import app, flags
+from absl import flags
+
+from sandmle import cli
+from sandmle.models.config import get_preset
 
 _PRESET = flags.DEFINE_string("preset", "bench-cpu",
                               "'bench-cpu' (4 layers, hidden 256) or any sandmle preset.")
+cli.check_flag("preset", lambda name: name == "bench-cpu" or get_preset(name))
 _DEVICE = flags.DEFINE_enum("device", "cpu", ["cpu", "gpu"], "Where both frameworks run.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Params and compute.")
-_BATCH = flags.DEFINE_integer("batch", 8, "Rows per forward.")
-_LENGTH = flags.DEFINE_integer("length", 128, "Tokens per row.")
-_ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed rounds per framework (alternating).")
-_ITERS = flags.DEFINE_integer("iters", 3, "Forwards per round.")
-_THREADS = flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0: default).")
+_BATCH = flags.DEFINE_integer("batch", 8, "Rows per forward.", lower_bound=1)
+_LENGTH = flags.DEFINE_integer("length", 128, "Tokens per row.", lower_bound=1)
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed rounds per framework (alternating).",
+                               lower_bound=1)
+_ITERS = flags.DEFINE_integer("iters", 3, "Forwards per round.", lower_bound=1)
+_THREADS = flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0: default).",
+                                lower_bound=0)
 
 # The model NOTES.md measured transformers' generate on.
 BENCH_CPU = dict(vocab_size=8192, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
@@ -133,4 +139,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main, doc=__doc__)

@@ -28,7 +28,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
+
+from sandmle import cli  # noqa: E402
 
 from sandmle import parallel  # noqa: E402
 from sandmle.models import qwen3  # noqa: E402
@@ -37,16 +39,17 @@ from sandmle.rl import learner as learner_lib  # noqa: E402
 from sandmle.rl import sft  # noqa: E402
 
 flags.DEFINE_string("preset", "tiny", "Qwen3 preset")
-flags.DEFINE_integer("batch", 16, "rows per step")
-flags.DEFINE_integer("seq_len", 256, "tokens per row")
-flags.DEFINE_integer("steps", 5, "timed steps per row (after one compile step)")
+cli.check_flag("preset", qwen3.get_preset)
+flags.DEFINE_integer("batch", 16, "rows per step", lower_bound=1)
+flags.DEFINE_integer("seq_len", 256, "tokens per row", lower_bound=1)
+flags.DEFINE_integer("steps", 5, "timed steps per row (after one compile step)", lower_bound=1)
 flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "compute dtype")
-flags.DEFINE_float("peak_tflops", 0.0, "accelerator peak TFLOP/s for MFU (0: skip)")
-flags.DEFINE_integer("layers", 0, "decoder layers (0: the preset's)")
+flags.DEFINE_float("peak_tflops", 0.0, "accelerator peak TFLOP/s for MFU (0: skip)", lower_bound=0)
+flags.DEFINE_integer("layers", 0, "decoder layers (0: the preset's)", lower_bound=0)
 flags.DEFINE_enum("attention", "xla", ["auto", "xla", "chunked", "cudnn", "pallas"],
                   "the model's attention implementation (Qwen3Config.attention)")
 flags.DEFINE_integer("attention_block", 512, "tile of the chunked attention, in slots "
-                     "(Qwen3Config.attention_block)")
+                     "(Qwen3Config.attention_block)", lower_bound=1)
 FLAGS = flags.FLAGS
 
 
@@ -158,4 +161,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main, doc=__doc__)

@@ -21,19 +21,23 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
+
+from sandmle import cli  # noqa: E402
 
 from benchmarks import bench_run  # noqa: E402
 
 FLAGS = flags.FLAGS
 bench_run.define_flags()
 flags.adopt_module_key_flags(bench_run)  # --help lists the shared flags too
-flags.DEFINE_integer("num_tasks", 16, "tasks in the batched run")
-flags.DEFINE_integer("group", 4, "trajectories per task")
-flags.DEFINE_integer("sequential", 8, "trajectories of the same work run one at a time")
-flags.DEFINE_integer("sft_steps", 0, "Seed-SFT steps before rolling out (0: untrained)")
-flags.DEFINE_integer("max_new_tokens", 128, "tokens per assistant turn")
-flags.DEFINE_integer("max_calls", 4, "LLM calls per trajectory")
+flags.DEFINE_integer("num_tasks", 16, "tasks in the batched run", lower_bound=1)
+flags.DEFINE_integer("group", 4, "trajectories per task", lower_bound=1)
+flags.DEFINE_integer("sequential", 8, "trajectories of the same work run one at a time",
+                     lower_bound=1)
+flags.DEFINE_integer("sft_steps", 0, "Seed-SFT steps before rolling out (0: untrained)",
+                     lower_bound=0)
+flags.DEFINE_integer("max_new_tokens", 128, "tokens per assistant turn", lower_bound=1)
+flags.DEFINE_integer("max_calls", 4, "LLM calls per trajectory", lower_bound=1)
 
 
 def _timed(run, refs, root, seed):
@@ -68,9 +72,10 @@ def main(argv):
         for i, ref in enumerate(seq):
             run.rollouts.run([ref], os.path.join(scratch, f"warm_one_{i}"), seed=0)
         engine = getattr(run.policy, "engine", None)       # None for the lock-step backend
-        before = dict(engine.stats) if engine is not None else {}
+        before = dict(engine.stats, traces=engine.num_traces) if engine is not None else {}
         batched, wall_b = _timed(run, refs, os.path.join(scratch, "batched"), 0)
-        engine_stats = {k: engine.stats[k] - v for k, v in before.items()}
+        engine_stats = {k: dict(engine.stats, traces=engine.num_traces)[k] - v
+                        for k, v in before.items()}
         seq_trajs, wall_s = [], 0.0
         split = {"sampler_only_s": 0.0, "farm_only_s": 0.0, "both_s": 0.0, "idle_s": 0.0}
         for i, ref in enumerate(seq):
@@ -92,13 +97,15 @@ def main(argv):
     print(f"batched: {turns:.2f} turns per trajectory, terminations {reasons}")
     if engine_stats:
         e = engine_stats
-        print(f"batched sampler: prefill {e['prefill_s']:.1f} s ({e['prefill_tokens']} tokens), "
+        print(f"batched sampler: prefill {e['prefill_s']:.1f} s ({e['prefill_tokens']} tokens, "
+              f"{e['prefill_calls']} calls), "
               f"decode {e['decode_s']:.1f} s ({e['decode_steps']} steps, "
-              f"{e['decode_row_steps'] / max(e['decode_steps'], 1):.1f} rows a step)")
+              f"{e['decode_row_steps'] / max(e['decode_steps'], 1):.1f} rows a step); "
+              f"{e['traces']} programs traced in the timed run")
     speed = (len(refs) / wall_b) / (len(seq_trajs) / wall_s)
     print(f"speedup (trajectories per minute, batched / one at a time): {speed:.2f}x "
           f"(target >= 4x)")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main, doc=__doc__)

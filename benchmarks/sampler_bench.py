@@ -30,18 +30,26 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import time
 
-from absl import app, flags
+from absl import flags
+
+from sandmle import cli
+from sandmle.models.config import get_preset
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("batch_sizes", ["16", "64"], "Batch sizes to measure.")
-flags.DEFINE_integer("prompt_len", 128, "Prompt tokens per row.")
-flags.DEFINE_integer("new_tokens", 256, "New tokens per row.")
-flags.DEFINE_integer("repeats", 3, "Timed calls per engine and batch size (best is kept).")
-flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0: torch's default).")
+flags.DEFINE_integer("prompt_len", 128, "Prompt tokens per row.", lower_bound=1)
+flags.DEFINE_integer("new_tokens", 256, "New tokens per row.", lower_bound=1)
+flags.DEFINE_integer("repeats", 3, "Timed calls per engine and batch size (best is kept).",
+                     lower_bound=1)
+flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0: torch's default).",
+                     lower_bound=0)
 flags.DEFINE_enum("device", "cpu", ["cpu", "gpu"], "Where both engines run.")
 flags.DEFINE_string("preset", None, "A sandmle Qwen3 preset (default: the small CPU model).")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Parameters, compute and cache.")
-flags.DEFINE_float("peak_hbm_gbps", 0.0, "Peak memory bandwidth for the fraction (0: skip).")
+flags.DEFINE_float("peak_hbm_gbps", 0.0, "Peak memory bandwidth for the fraction (0: skip).",
+                   lower_bound=0)
+cli.check_flag("batch_sizes", cli.positive_ints)
+cli.check_flag("preset", get_preset)
 
 MODEL = dict(vocab_size=8192, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
              num_attention_heads=8, num_key_value_heads=4, head_dim=32,
@@ -76,7 +84,6 @@ def run_benchmark(batch_sizes, prompt_len: int, new_tokens: int, repeats: int,
     import transformers
 
     from benchmarks.paired_models import paired_models
-    from sandmle.models.config import get_preset
     from sandmle.sampling import Sampler, SamplingParams
 
     if torch_threads:
@@ -129,7 +136,7 @@ def run_benchmark(batch_sizes, prompt_len: int, new_tokens: int, repeats: int,
 def main(argv):
     del argv
     import jax
-    rows = run_benchmark([int(b) for b in FLAGS.batch_sizes], FLAGS.prompt_len,
+    rows = run_benchmark(cli.positive_ints(FLAGS.batch_sizes), FLAGS.prompt_len,
                          FLAGS.new_tokens, FLAGS.repeats, FLAGS.torch_threads, FLAGS.device,
                          FLAGS.preset, FLAGS.dtype, FLAGS.peak_hbm_gbps)
     dev = jax.devices("gpu" if FLAGS.device == "gpu" else "cpu")[0]
@@ -144,4 +151,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main, doc=__doc__)

@@ -28,14 +28,17 @@ import tempfile
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from sandmle import cli
 
 from sandmle.sandbox import Job, SandboxFarm
 from sandmle.sandbox.config import default_config
 
-FLAGS = flags.DEFINE_integer("jobs", 64, "solution scripts per throughput run")
-RUNS = flags.DEFINE_integer("latency_runs", 30, "trivial jobs / cold starts for the medians")
-WORKERS = flags.DEFINE_integer("workers", 2, "farm workers and cold pool size")
+FLAGS = flags.DEFINE_integer("jobs", 64, "solution scripts per throughput run", lower_bound=1)
+RUNS = flags.DEFINE_integer("latency_runs", 30, "trivial jobs / cold starts for the medians",
+                            lower_bound=1)
+WORKERS = flags.DEFINE_integer("workers", 2, "farm workers and cold pool size", lower_bound=1)
 
 SOLUTION = """
 import pandas as pd
@@ -186,4 +189,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main, doc=__doc__)

@@ -22,7 +22,9 @@ import re
 import subprocess
 import tempfile
 
-from absl import app, flags
+from absl import flags
+
+from sandmle import cli
 
 AXES = flags.DEFINE_multi_string("axis", ["optim.lr=1e-3,1e-2", "batch_size=16,32"],
                                  "sweep axes (their product is the sweep)")
@@ -30,7 +32,7 @@ CONFIG = flags.DEFINE_string("config", os.path.join(ROOT, "configs", "regression
                              ":runlocal", "config the sweep runs")
 OVERRIDES = flags.DEFINE_multi_string("override", ["steps=40"],
                                       "field=value applied to every run")
-PARALLEL = flags.DEFINE_integer("parallel", 2, "the parallel sweep's --parallel")
+PARALLEL = flags.DEFINE_integer("parallel", 2, "the parallel sweep's --parallel", lower_bound=1)
 
 
 def run_sweep(parallel: int, workdir: str) -> float:
@@ -63,4 +65,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main, doc=__doc__)

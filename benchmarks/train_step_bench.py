@@ -18,17 +18,21 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
+
+from sandmle import cli  # noqa: E402
 
 from benchmarks import bench_run  # noqa: E402
 
 FLAGS = flags.FLAGS
 bench_run.define_flags()
 flags.adopt_module_key_flags(bench_run)  # --help lists the shared flags too
-flags.DEFINE_integer("steps", 4, "RL steps per mode (the first one compiles, not counted)")
-flags.DEFINE_integer("sft_steps", 20, "Seed-SFT steps before RL (0: untrained policy)")
-flags.DEFINE_integer("tasks_per_step", 8, "rl.tasks_per_step")
-flags.DEFINE_integer("group", 4, "rl.group_size")
+flags.DEFINE_integer("steps", 4, "RL steps per mode (the first one compiles, not counted)",
+                     lower_bound=2)
+flags.DEFINE_integer("sft_steps", 20, "Seed-SFT steps before RL (0: untrained policy)",
+                     lower_bound=0)
+flags.DEFINE_integer("tasks_per_step", 8, "rl.tasks_per_step", lower_bound=1)
+flags.DEFINE_integer("group", 4, "rl.group_size", lower_bound=1)
 
 KEYS = ("time/step_s", "time/rollout_s", "time/update_s", "time/sampling_s", "time/farm_s",
         "time/rollout_idle_s")
@@ -100,4 +104,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main, doc=__doc__)

@@ -32,7 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
+
+from sandmle import cli  # noqa: E402
 
 # Its tiny run is the default model; it also defines --checkpoint and --scratch, used here.
 from experiments.export_parity import make_tiny_run  # noqa: E402
@@ -41,8 +43,9 @@ flags.DEFINE_string("task", None, "a sandmle task directory (public/ + private/)
 flags.DEFINE_string("endpoint", None, "a running OpenAI-compatible base URL (default: start "
                     "sandmle-serve on --checkpoint)")
 flags.DEFINE_string("model", "sandmle", "the model name AIDE sends")
-flags.DEFINE_integer("steps", 1, "AIDE steps (each drafts or improves one solution)")
-flags.DEFINE_integer("max_tokens", 256, "sandmle-serve's completion length per request")
+flags.DEFINE_integer("steps", 1, "AIDE steps (each drafts or improves one solution)", lower_bound=1)
+flags.DEFINE_integer("max_tokens", 256, "sandmle-serve's completion length per request",
+                     lower_bound=1)
 
 
 def _free_port() -> int:
@@ -144,4 +147,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main, doc=__doc__)

@@ -21,15 +21,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from absl import app, flags  # noqa: E402
 
+from sandmle import cli  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("tasks", None, "envgen workdir (split.json + tasks/) or a folder of tasks")
-flags.DEFINE_integer("samples", 1, "expert trajectories per task")
+flags.DEFINE_integer("samples", 1, "expert trajectories per task", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "seed of the expert's choices")
-flags.DEFINE_integer("max_tasks", 0, "use only the first N tasks (0: all)")
-flags.DEFINE_integer("workers", 2, "sandbox farm workers")
+flags.DEFINE_integer("max_tasks", 0, "use only the first N tasks (0: all)", lower_bound=0)
+flags.DEFINE_integer("workers", 2, "sandbox farm workers", lower_bound=1)
 flags.DEFINE_string("scratch", "", "where the tokenizer and trajectories go (default: a "
                     "temporary directory, removed after)")
-flags.DEFINE_float("bug_rate", 0.15, "fraction of demonstrations with a planted bug")
+flags.DEFINE_float("bug_rate", 0.15, "fraction of demonstrations with a planted bug",
+                   lower_bound=0, upper_bound=1)
 
 
 def task_dirs(root: str) -> list[str]:
@@ -117,4 +120,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main, doc=__doc__)

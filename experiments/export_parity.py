@@ -21,12 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
+
+from sandmle import cli  # noqa: E402
 
 flags.DEFINE_string("checkpoint", None, "a train workdir or checkpoint step folder "
                     "(default: make a tiny run under --scratch)")
 flags.DEFINE_string("scratch", None, "folder for the tiny run and the export")
-flags.DEFINE_integer("num_tokens", 48, "prompt tokens compared")
+flags.DEFINE_integer("num_tokens", 48, "prompt tokens compared", lower_bound=1)
 TOLERANCE = 1e-4
 
 
@@ -105,4 +107,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main, doc=__doc__)

@@ -28,19 +28,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
+
+from sandmle import cli
 from scipy import stats
 
 from sandmle.envgen import roles
 from sandmle.envgen.pipeline import _load_seeds, make_farm
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("dnas", 6, "number of DNAs (one per modality first, then more)")
+flags.DEFINE_integer("dnas", 6, "number of DNAs (one per modality first, then more)", lower_bound=1)
 flags.DEFINE_integer("max_solutions", 8, "non-heavy reference solutions per task, spread over "
-                     "the tiers (0: every non-heavy one)")
+                     "the tiers (0: every non-heavy one)", lower_bound=1)
 flags.DEFINE_string("scratch", "", "folder for the staged tasks (default: the system temp dir)")
-flags.DEFINE_float("timeout_s", 600.0, "per-solution timeout at full scale")
-flags.DEFINE_integer("memory_gb", 6, "per-job memory limit (GiB) at both scales")
+flags.DEFINE_float("timeout_s", 600.0, "per-solution timeout at full scale", lower_bound=0)
+flags.DEFINE_integer("memory_gb", 6, "per-job memory limit (GiB) at both scales", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "random seed of the generated data")
 flags.DEFINE_string("config", "configs/envgen.py", "envgen config file (farm settings)")
 flags.DEFINE_string("modalities", "", "comma list restricting the modalities")
@@ -157,4 +159,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main, doc=__doc__)

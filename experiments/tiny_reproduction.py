@@ -25,35 +25,55 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
+
+from sandmle import cli, tasksets  # noqa: E402
+from sandmle.errors import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds of the runs")
+flags.register_validator("seeds", lambda v: bool(v) and all(x.lstrip("-").isdigit() for x in v),
+                         "--seeds must be a comma list of integers, e.g. 0,1,2")
 flags.DEFINE_string("tasks", "", "envgen workdir to share ('' = the first run generates it)")
+cli.check_flag("tasks", lambda d: d and tasksets.load(d))
 flags.DEFINE_string("config_args", "", "extra args after the config's colon (e.g. quick)")
 flags.DEFINE_multi_string("override", [], "--config.X=Y overrides passed to every run")
 flags.DEFINE_string("scratch", "/tmp/tiny_repro", "where the runs' workdirs go")
-flags.DEFINE_integer("boot", 2000, "bootstrap resamples")
+flags.DEFINE_integer("boot", 2000, "bootstrap resamples", lower_bound=1)
+
+
+def _spec(seed: int, tasks: str) -> str:
+    arg = ",".join(a for a in (f"seed={seed}", f"tasks={tasks}" if tasks else "",
+                               FLAGS.config_args) if a)
+    return f"{ROOT}/configs/tiny_cpu.py:{arg}"
 
 
 def _run(seed: int, tasks: str, workdir: str) -> float:
-    arg = ",".join(a for a in (f"seed={seed}", f"tasks={tasks}" if tasks else "",
-                               FLAGS.config_args) if a)
-    cmd = [sys.executable, "-m", "sandmle.main", f"--config={ROOT}/configs/tiny_cpu.py:{arg}",
+    """Runs (or resumes) one seed's job; its own errors are its output, then one line here."""
+    cmd = [sys.executable, "-m", "sandmle.main", f"--config={_spec(seed, tasks)}",
            f"--workdir={workdir}", *[f"--config.{o}" for o in FLAGS.override]]
     t0 = time.time()
     print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    rc = subprocess.run(cmd, cwd=ROOT).returncode
+    if rc:
+        raise UserError(f"the seed-{seed} run exited with status {rc} (its output is above)")
     return time.time() - t0
 
 
-def _finished(workdir: str) -> bool:
-    """Whether the run in `workdir` has finished (its results.json says phase 'done')."""
+def _finished(seed: int, tasks: str, workdir: str) -> bool:
+    """Whether `workdir` holds a finished run (results.json says phase 'done') of exactly
+    the config this invocation would run. A finished run of another config (another task
+    set, seed or override) is not reused: the job resumes it if only resume-safe fields
+    changed, and refuses with one line otherwise."""
+    from sandmle import config_lib, resume
     path = os.path.join(workdir, "results.json")
     if not os.path.isfile(path):
         return False
     with open(path) as f:
-        return json.load(f).get("phase") == "done"
+        if json.load(f).get("phase") != "done":
+            return False
+    config = config_lib.load_config(_spec(seed, tasks), FLAGS.override)
+    return not resume.check_resume(config, workdir)
 
 
 def _per_task(path: str) -> dict[str, float]:
@@ -85,7 +105,7 @@ def main(argv):
     per_seed, walls = {}, {}
     for seed in seeds:
         workdir = os.path.join(FLAGS.scratch, f"seed{seed}")
-        walls[seed] = 0.0 if _finished(workdir) else _run(seed, tasks, workdir)
+        walls[seed] = 0.0 if _finished(seed, tasks, workdir) else _run(seed, tasks, workdir)
         if not tasks:
             tasks = os.path.join(workdir, "envgen")
         per_seed[seed] = _evals(workdir)
@@ -116,4 +136,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main, doc=__doc__)

@@ -59,6 +59,41 @@ def _drop_closed_loop_noise() -> None:
     sys.unraisablehook = hook
 
 
+def check_flag(name: str, check: Callable[[Any], Any],
+               flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Validates flag `name` at parse time with `check(value)` (not called for None).
+
+    A ValueError (or UserError) that `check` raises becomes the flag's one-line error
+    (exit 2 under `run_app`), so a check can be the very function that later uses the
+    value (e.g. a preset lookup) rather than a second copy of its rules.
+    """
+    def validate(value: Any) -> bool:
+        if value is None:
+            return True
+        try:
+            check(value)
+        except (ValueError, UserError) as e:
+            raise flags.ValidationError(one_line(e)) from None
+        return True
+    flags.register_validator(name, validate, flag_values=flag_values)
+
+
+def positive_ints(values: Sequence[str]) -> list[int]:
+    """A list flag's items as integers >= 1 (ValueError naming the first that is not)."""
+    out = []
+    for v in values:
+        try:
+            n = int(v)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"{v!r} is not an integer >= 1")
+        out.append(n)
+    if not out:
+        raise ValueError("give at least one value")
+    return out
+
+
 def _help_request(argv: Sequence[str]) -> str | None:
     for arg in argv[1:]:
         if arg == "--":

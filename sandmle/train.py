@@ -56,6 +56,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise UserError(f"config.sampling.temperature {config.sampling.temperature} differs "
                         f"from config.rl.temperature {rl.temperature}: the learner's ratio "
                         f"needs the sampler's temperature")
+    if config.tasks.dir:  # a missing or broken task set fails here, not after the farm starts
+        tasksets.load(config.tasks.dir, config.tasks.num_train, config.tasks.num_validation)
 
 
 def _seed(*parts: int) -> int:

@@ -172,6 +172,8 @@ CASES = [
     # No --config: the main job's configs/tiny_cpu.py, whose fields the override names.
     ("default-config", "sandmle", ["--workdir={tmp}/w", "--config.rl.stepz=3"],
      ["config.rl has no field 'stepz'"], None),
+    ("task-set-missing", "sandmle", ["--workdir={tmp}/w", "--config.tasks.dir={tmp}/nope"],
+     ["task set {tmp}/nope", "no split.json"], None),
     ("resume-changes-model", "sandmle",
      ["--config={run}/config.py", "--workdir={run}", "--config.model.hidden=64"],
      ["model.hidden: 32 -> 64", "cannot change on resume"], "run"),
