@@ -98,7 +98,7 @@ def main(argv):
     if engine_stats:
         e = engine_stats
         print(f"batched sampler: prefill {e['prefill_s']:.1f} s ({e['prefill_tokens']} tokens, "
-              f"{e['prefill_calls']} calls), "
+              f"{e['prefill_calls']} calls, {e['prefill_reused']} on a larger compiled shape), "
               f"decode {e['decode_s']:.1f} s ({e['decode_steps']} steps, "
               f"{e['decode_row_steps'] / max(e['decode_steps'], 1):.1f} rows a step); "
               f"{e['traces']} programs traced in the timed run")

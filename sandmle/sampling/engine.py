@@ -39,6 +39,11 @@ from sandmle.sampling.sampling_fns import SamplingParams
 from sandmle.sampling.stop import StopStrings, token_bytes_from_tokenizer
 
 
+# A prefill may run on an already compiled larger shape (at most this much more work) for
+# this many calls before its own shape is compiled (Engine._prefill_shape).
+_REUSE_WORK, _REUSE_CALLS = 4, 8
+
+
 def bucket(n: int, minimum: int) -> int:
     """n rounded up to a size of the form 2^k or 1.5 * 2^k (at least `minimum`): few
     distinct shapes (compiled programs), at most a third of padding."""
@@ -156,8 +161,10 @@ class Engine:
         self.cache: dict | None = None
         self._state: dict | None = None
         # decode_row_steps: rows (padding included) x steps the decode programs ran;
+        # prefill_reused: prefill calls run on a larger, already compiled shape;
         # *_s: wall seconds of the calls (compiles included).
         self.stats = {"prefill_calls": 0, "prefill_tokens": 0, "prefill_s": 0.0,
+                      "prefill_reused": 0,
                       "decode_calls": 0, "decode_steps": 0, "decode_row_steps": 0,
                       "decode_s": 0.0, "evictions": 0, "resizes": 0}
         self._register_stops(self.stop_strings)
@@ -307,9 +314,29 @@ class Engine:
         self.stats["evictions"] += 1
         return slot
 
+    def _prefill_shape(self, p: int, t: int) -> tuple[int, int]:
+        """The (rows, chunk) shape to prefill p x t with: its own, or for its first few
+        calls a larger shape already compiled for this cache and state, if that is at most
+        `_REUSE_WORK` x the work. A compile costs about as much as ten prefill calls on
+        CPU and the admission order (when tool results arrive) makes new shapes at every
+        rollout batch; a shape that keeps coming back gets its own program."""
+        key = ("prefill_shapes", self._program_key("prefill"), kv_cache.capacity(self.cache),
+               tuple(sorted((k, v.shape[1:]) for k, v in self._state.items())))
+        seen = self._compiled.setdefault(key, {"compiled": set(), "reused": {}})
+        if (p, t) in seen["compiled"]:
+            return p, t
+        larger = [(pp * tt, pp, tt) for pp, tt in seen["compiled"]
+                  if pp >= p and tt >= t and pp * tt <= _REUSE_WORK * p * t]
+        if larger and seen["reused"].get((p, t), 0) < _REUSE_CALLS:
+            seen["reused"][(p, t)] = seen["reused"].get((p, t), 0) + 1
+            self.stats["prefill_reused"] += 1
+            return min(larger)[1:]
+        seen["compiled"].add((p, t))
+        return p, t
+
     def _prefill(self, part: list[tuple[_Conv, list[int]]]) -> list[Turn]:
-        p = 1 << (len(part) - 1).bit_length()
-        t = bucket(max(len(ch) for _, ch in part), self.min_chunk)
+        p, t = self._prefill_shape(1 << (len(part) - 1).bit_length(),
+                                   bucket(max(len(ch) for _, ch in part), self.min_chunk))
         rows = np.full((p,), self.num_slots, np.int32)
         starts = np.zeros((p,), np.int32)
         chunk = np.zeros((p, t), np.int32)
@@ -457,9 +484,13 @@ class Engine:
                                                 ((0, 0), (0, max(extra, 0)))))
             self._place()
 
+    def _program_key(self, kind: str, arg: Any = None) -> tuple:
+        return (kind, prog.ProgramSpec(self.sampling, self._stops), arg, self.decode_steps,
+                self.graphdef)
+
     def _program(self, kind: str, arg: Any = None):
-        spec = prog.ProgramSpec(self.sampling, self._stops)
-        key = (kind, spec, arg, self.decode_steps, self.graphdef)
+        key = self._program_key(kind, arg)
+        spec = key[1]
         if key not in self._compiled:
             def on_trace():
                 self._compiled["num_traces"] += 1
