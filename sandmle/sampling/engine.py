@@ -335,8 +335,9 @@ class Engine:
         return p, t
 
     def _prefill(self, part: list[tuple[_Conv, list[int]]]) -> list[Turn]:
+        t = bucket(max(len(ch) for _, ch in part), self.min_chunk)
         p, t = self._prefill_shape(1 << (len(part) - 1).bit_length(),
-                                   bucket(max(len(ch) for _, ch in part), self.min_chunk))
+                                   min(t, kv_cache.capacity(self.cache)))
         rows = np.full((p,), self.num_slots, np.int32)
         starts = np.zeros((p,), np.int32)
         chunk = np.zeros((p, t), np.int32)
@@ -432,9 +433,12 @@ class Engine:
     def _ensure_cache(self, need: int) -> None:
         """Allocates the cache (max_seq_len slots per row when given, else the bucket of
         what is needed) and grows it when a row needs more; it never shrinks, since a
-        program reads only as far as its rows need."""
+        program reads only as far as its rows need. With max_seq_len it never grows
+        either: every real token fits (`add` refuses more), and a padded chunk's slots past
+        the end are dropped by the write. Growing it for that padding cost a copy of the
+        whole cache and a recompile of every program for the new length."""
         if self.max_seq_len is not None:
-            length = kv_cache.round_slots(self.cfg, max(self.max_seq_len, need))
+            length = kv_cache.round_slots(self.cfg, self.max_seq_len)
         else:
             length = kv_cache.round_slots(self.cfg, bucket(need, self.cache_multiple))
         if self.cache is None:

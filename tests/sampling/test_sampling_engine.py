@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sandmle.models import qwen3
+from sandmle.models import kv_cache, qwen3
 from sandmle.sampling import Engine, Request, SamplingParams
 
 
@@ -232,5 +232,8 @@ def test_bookkeeping_and_errors(model):
     engine.release(h)
     engine.release(h2)
     assert engine.num_free_slots == 1 and not engine.busy
+    # Chunks are padded to 16 tokens, more than max_seq_len; the cache still keeps its
+    # length (a resize would recompile every program) and the padding is dropped.
+    assert kv_cache.capacity(engine.cache) == 12 and engine.stats["resizes"] == 0
     with pytest.raises(ValueError, match="config="):
         Engine(nnx.graphdef(model), num_slots=1)
