@@ -30,9 +30,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
-from sandmle import cli  # noqa: E402
-
-from sandmle import parallel  # noqa: E402
+from sandmle import cli, parallel  # noqa: E402
 from sandmle.models import qwen3  # noqa: E402
 from sandmle.rl import config as rl_config  # noqa: E402
 from sandmle.rl import learner as learner_lib  # noqa: E402

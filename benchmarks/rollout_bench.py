@@ -72,10 +72,12 @@ def main(argv):
         for i, ref in enumerate(seq):
             run.rollouts.run([ref], os.path.join(scratch, f"warm_one_{i}"), seed=0)
         engine = getattr(run.policy, "engine", None)       # None for the lock-step backend
-        before = dict(engine.stats, traces=engine.num_traces) if engine is not None else {}
+        def counters():
+            return dict(engine.stats, traces=engine.num_traces) if engine is not None else {}
+
+        before = counters()
         batched, wall_b = _timed(run, refs, os.path.join(scratch, "batched"), 0)
-        engine_stats = {k: dict(engine.stats, traces=engine.num_traces)[k] - v
-                        for k, v in before.items()}
+        engine_stats = {k: v - before[k] for k, v in counters().items()}
         seq_trajs, wall_s = [], 0.0
         split = {"sampler_only_s": 0.0, "farm_only_s": 0.0, "both_s": 0.0, "idle_s": 0.0}
         for i, ref in enumerate(seq):

@@ -52,11 +52,14 @@ def sharding_plan(model_cfg: Any, mesh_shape: dict[str, int], rules: Any
     return rows
 
 
+def _overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    return config.model.overrides.to_dict() if config.model.get("overrides") else {}
+
+
 def model_and_rules(config: ml_collections.ConfigDict) -> tuple[Any, tuple]:
     """The run's model config (preset + overrides) and its logical axis rules."""
     from sandmle.models.config import get_preset
-    overrides = config.model.overrides.to_dict() if config.model.get("overrides") else {}
-    return (get_preset(config.model.preset, **overrides),
+    return (get_preset(config.model.preset, **_overrides(config)),
             parallel.rules_from_config(config.get("axis_rules", None)))
 
 
@@ -67,7 +70,7 @@ def report(config: ml_collections.ConfigDict) -> str:
     shape = parallel.resolve_mesh_shape(tuple(config.mesh.shape), topo.devices)
     mesh_shape = dict(zip(parallel.MESH_AXES, shape))
     cfg, rules = model_and_rules(config)
-    overrides = config.model.overrides.to_dict() if config.model.get("overrides") else {}
+    overrides = _overrides(config)
     rows = sharding_plan(cfg, mesh_shape, rules)
     # Layers repeat: group parameters that differ only in the layer index.
     groups: dict[tuple, list] = collections.defaultdict(list)
