@@ -56,6 +56,7 @@ def _row(name, trajs, wall, stats):
 def main(argv):
     del argv
     from sandmle.agent.rollout import TaskRef
+    from sandmle.sampling import compiles
     overrides = {"agent.max_new_tokens": FLAGS.max_new_tokens,
                  "agent.max_calls": FLAGS.max_calls, "rollout.num_slots": max(
                      FLAGS.num_tasks * FLAGS.group, 1)}
@@ -73,7 +74,10 @@ def main(argv):
             run.rollouts.run([ref], os.path.join(scratch, f"warm_one_{i}"), seed=0)
         engine = getattr(run.policy, "engine", None)       # None for the lock-step backend
         def counters():
-            return dict(engine.stats, traces=engine.num_traces) if engine is not None else {}
+            if engine is None:
+                return {}
+            c = compiles.counts()
+            return dict(engine.stats, compiles=c["foreground"], compiles_bg=c["background"])
 
         before = counters()
         batched, wall_b = _timed(run, refs, os.path.join(scratch, "batched"), 0)
@@ -103,7 +107,8 @@ def main(argv):
               f"{e['prefill_calls']} calls, {e['prefill_reused']} on a larger compiled shape), "
               f"decode {e['decode_s']:.1f} s ({e['decode_steps']} steps, "
               f"{e['decode_row_steps'] / max(e['decode_steps'], 1):.1f} rows a step); "
-              f"{e['traces']} programs traced in the timed run")
+              f"compiles in the timed run: {e['compiles']} in the calls, "
+              f"{e['compiles_bg']} in the background")
     speed = (len(refs) / wall_b) / (len(seq_trajs) / wall_s)
     print(f"speedup (trajectories per minute, batched / one at a time): {speed:.2f}x "
           f"(target >= 4x)")

@@ -113,7 +113,8 @@ def write(layer: dict, k: jax.Array, v: jax.Array, slots: jax.Array,
 
 
 def attend(layer: dict, q: jax.Array, q_slots: jax.Array, *, impl: str, dtype: Any,
-           block: int = 512, rows: jax.Array | None = None) -> jax.Array:
+           block: int = 512, rows: jax.Array | None = None,
+           q_lens: jax.Array | None = None) -> jax.Array:
     """Queries q [B, T, H, D] at slots q_slots [B, T] over the cache (already holding the
     chunk): each sees the slots at or before its own, in cache row rows[b] (default: b).
     Returns [B, T, H, D].
@@ -124,6 +125,10 @@ def attend(layer: dict, q: jax.Array, q_slots: jax.Array, *, impl: str, dtype: A
     rows' caches and folds it into an online softmax, for as many blocks as the longest
     query needs: its cost follows the rows' own lengths, with no copy of the rows and no
     program per length.
+
+    q_lens [B]: real queries of each row (a prefix; default T). A chunk (T > 1) read block
+    by block on CPU runs `_tiled` (one row's query tile at a time, each over its own
+    blocks only); its padding queries give zeros.
     """
     if "kv" in layer:
         return _ragged(layer["kv"], q, q_slots, dtype, rows)
@@ -132,6 +137,9 @@ def attend(layer: dict, q: jax.Array, q_slots: jax.Array, *, impl: str, dtype: A
     kh, s = kbuf.shape[1], kbuf.shape[3]
     if rows is not None or (impl == "chunked" and t > 1):
         rows = jnp.arange(b) if rows is None else rows
+        if t > 1 and jax.default_backend() == "cpu":
+            q_lens = jnp.full((b,), t, jnp.int32) if q_lens is None else q_lens
+            return _tiled(kbuf, vbuf, q, q_slots, rows, q_lens, min(block, s), dtype)
         return _blocked(kbuf, vbuf, q, q_slots, rows, min(block, s), dtype)
     allowed = jnp.arange(s)[None, None, :] <= q_slots[:, :, None]         # [B, T, S]
     qg = q.reshape(b, t, kh, h // kh, d)
@@ -154,38 +162,120 @@ def attend(layer: dict, q: jax.Array, q_slots: jax.Array, *, impl: str, dtype: A
 
 
 def _blocked(kbuf, vbuf, q, q_slots, rows, bk, dtype):
-    """Online-softmax attention over blocks of the cache rows `rows` (inference only)."""
+    """Online-softmax attention over blocks of the cache rows `rows` (inference only).
+
+    Two loops: the blocks before every real row's first query are seen whole by all rows
+    (no mask pass: it cost ~15% of a long prefill); the blocks after are masked, and a row
+    past its own last block re-reads that block (hot in cache, fully masked) instead of
+    the next one, so a short row next to a long one reads its own length from memory.
+    Rows past the cache (padding) bound neither loop.
+    """
     r, t, h, d = q.shape
-    kh, s = kbuf.shape[1], kbuf.shape[3]
+    n_rows, kh, s = kbuf.shape[0], kbuf.shape[1], kbuf.shape[3]
     qg = q.reshape(r, t, kh, h // kh, d).transpose(0, 2, 3, 1, 4).astype(dtype)
     take_k = jax.vmap(lambda row, st: jax.lax.dynamic_slice(
-        kbuf, (row, 0, 0, st), (1, kh, d, bk))[0], in_axes=(0, None))
+        kbuf, (row, 0, 0, st), (1, kh, d, bk))[0])
     take_v = jax.vmap(lambda row, st: jax.lax.dynamic_slice(
-        vbuf, (row, 0, st, 0), (1, kh, bk, d))[0], in_axes=(0, None))
+        vbuf, (row, 0, st, 0), (1, kh, bk, d))[0])
+    real = rows < n_rows
+    last_block = jnp.where(real, q_slots[:, -1] // bk, 0)                   # [R]
+    n_whole = jnp.min(jnp.where(real, q_slots[:, 0], s)) // bk
+    n = jnp.minimum(jnp.max(last_block) + 1, -(-s // bk))
 
-    def body(i, carry):
-        first = i * bk
-        # The last block is moved back to end at slot s (dynamic_slice would clamp it
-        # anyway); the slots it shares with the block before are masked.
-        st = jnp.minimum(first, s - bk)
-        kblk, vblk = take_k(rows, st), take_v(rows, st)          # [R, K, D, Bk], [R, K, Bk, D]
+    def scores(kblk):
         if t == 1:  # Decode: products reduced over d fuse into one pass (as in `attend`).
             sc = jnp.sum(qg[:, :, :, 0, :, None].astype(jnp.float32)
                          * kblk[:, :, None].astype(jnp.float32), axis=3)[:, :, :, None]
         else:
             sc = jnp.einsum("rkgtd,rkds->rkgts", qg, kblk.astype(dtype),
                             preferred_element_type=jnp.float32)
-        sc = sc * (d ** -0.5)
-        slots = st + jnp.arange(bk)
-        allowed = (slots >= first)[None, None, None, None, :] & (
-            slots[None, None, None, None, :] <= q_slots[:, None, None, :, None])
-        sc = jnp.where(allowed, sc, attn_lib.MASK_VALUE)
-        return attn_lib.online_softmax_step(carry, sc, vblk.astype(dtype))
+        return sc * (d ** -0.5)
 
-    n = jnp.minimum(jnp.max(q_slots) // bk + 1, -(-s // bk))
-    m, l, acc = jax.lax.fori_loop(0, n, body, attn_lib.online_softmax_init(qg.shape))
+    def whole(i, carry):
+        st = jnp.full((r,), i * bk)
+        return attn_lib.online_softmax_step(carry, scores(take_k(rows, st)),
+                                            take_v(rows, st).astype(dtype))
+
+    def masked(i, carry):
+        first = i * bk
+        # The last block is moved back to end at slot s (dynamic_slice would clamp it
+        # anyway); the slots it shares with the block before are masked.
+        st = jnp.minimum(jnp.minimum(i, last_block) * bk, s - bk)           # [R]
+        slots = st[:, None] + jnp.arange(bk)                                 # [R, Bk]
+        allowed = (slots >= first)[:, None, None, None, :] & (
+            slots[:, None, None, None, :] <= q_slots[:, None, None, :, None])
+        sc = jnp.where(allowed, scores(take_k(rows, st)), attn_lib.MASK_VALUE)
+        return attn_lib.online_softmax_step(carry, sc, take_v(rows, st).astype(dtype))
+
+    carry = jax.lax.fori_loop(0, n_whole, whole, attn_lib.online_softmax_init(qg.shape))
+    m, l, acc = jax.lax.fori_loop(n_whole, n, masked, carry)
     out = (acc / l[..., None]).astype(dtype)                        # [R, K, G, T, D]
     return out.transpose(0, 3, 1, 2, 4).reshape(r, t, h, d)
+
+
+def _tiled(kbuf, vbuf, q, q_slots, rows, q_lens, bk, dtype, tq: int = 256):
+    """Chunk attention (prefill) as a loop over (row, query tile) items that hold real
+    queries, each folding only the key blocks up to its own last query into an online
+    softmax (inference only).
+
+    `_blocked` computes every row's every query against the blocks the longest row needs:
+    an admission batch of P rows with chunks of 64..1,024 tokens padded to 1,024 at cache
+    positions 0..6,000 did ~5x the useful attention work, and a long prefill is
+    attention-bound on CPU. Here the work is each row's own (to a tile and a block), and
+    padding queries, rows past the cache and rows with no real query cost nothing. The
+    items run one after another: the fastest order on CPU's few cores, not for a GPU.
+    """
+    r, t, h, d = q.shape
+    n_rows, kh, s = kbuf.shape[0], kbuf.shape[1], kbuf.shape[3]
+    g = h // kh
+    tq = min(tq, t)
+    nt = -(-t // tq)
+    qg = q.reshape(r, t, kh, g, d).transpose(0, 2, 3, 1, 4).astype(dtype)  # [R, K, G, T, D]
+    qg = jnp.pad(qg, ((0, 0),) * 3 + ((0, nt * tq - t), (0, 0)))
+    first_slot = q_slots[:, 0]
+    lens = jnp.where(rows < n_rows, q_lens, 0)
+    # Items with real queries first; the loop stops after them.
+    item_row = jnp.repeat(jnp.arange(r), nt)
+    item_tile = jnp.tile(jnp.arange(nt), r)
+    real = item_tile * tq < lens[item_row]
+    order = jnp.argsort(~real, stable=True)
+    item_row, item_tile = item_row[order], item_tile[order]
+    scale = d ** -0.5
+
+    def item(j, out):
+        p, q0 = item_row[j], item_tile[j] * tq
+        row = rows[p]
+        qt = jax.lax.dynamic_slice(qg, (p, 0, 0, q0, 0), (1, kh, g, tq, d))  # [1, K, G, tq, D]
+        lo = first_slot[p] + q0                                 # the tile's first query slot
+        hi = first_slot[p] + jnp.minimum(q0 + tq, lens[p]) - 1  # its last real one
+        qs = lo + jnp.arange(tq)
+
+        def block(st):
+            kb = jax.lax.dynamic_slice(kbuf, (row, 0, 0, st), (1, kh, d, bk))
+            vb = jax.lax.dynamic_slice(vbuf, (row, 0, st, 0), (1, kh, bk, d))
+            sc = jnp.einsum("bkgtd,bkds->bkgts", qt, kb.astype(dtype),
+                            preferred_element_type=jnp.float32) * scale
+            return sc, vb.astype(dtype)
+
+        def whole(i, carry):        # every query of the tile sees the whole block
+            return attn_lib.online_softmax_step(carry, *block(i * bk))
+
+        def masked(i, carry):
+            st = jnp.minimum(i * bk, s - bk)   # the last block moved back, as in `_blocked`
+            sc, vb = block(st)
+            slots = st + jnp.arange(bk)
+            allowed = (slots >= i * bk)[None, :] & (slots[None, :] <= qs[:, None])
+            return attn_lib.online_softmax_step(carry, jnp.where(allowed, sc, attn_lib.MASK_VALUE),
+                                                vb)
+
+        carry = jax.lax.fori_loop(0, lo // bk, whole, attn_lib.online_softmax_init(qt.shape))
+        _, l, acc = jax.lax.fori_loop(lo // bk, jnp.minimum(hi // bk + 1, -(-s // bk)),
+                                      masked, carry)
+        res = jnp.where((qs <= hi)[:, None], acc / l[..., None], 0.0).astype(dtype)
+        return jax.lax.dynamic_update_slice(out, res, (p, 0, 0, q0, 0))
+
+    out = jax.lax.fori_loop(0, jnp.sum(real), item, jnp.zeros_like(qg))
+    return out[:, :, :, :t].transpose(0, 3, 1, 2, 4).reshape(r, t, h, d)
 
 
 def ragged_inputs(kv: jax.Array, q: jax.Array, q_slots: jax.Array,

@@ -168,7 +168,8 @@ class Attention(nnx.Module):
         else:
             layer_cache = kv_cache.write(layer_cache, k, v, write_slots, rows)
             out = kv_cache.attend(layer_cache, q, q_slots, impl=impl, dtype=self.dtype,
-                                  block=self.attention_block, rows=rows)
+                                  block=self.attention_block, rows=rows,
+                                  q_lens=jnp.sum(attention_mask, axis=1, dtype=jnp.int32))
         b, t, h, d = out.shape
         out = with_logical_constraint(out, ("act_batch", "act_length", "act_heads", None))
         # One [B*T, H*D] x [H*D, E] matmul: with the einsum over (h, d), XLA re-laid the

@@ -20,8 +20,10 @@ See docs/sampling.md.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -39,9 +41,35 @@ from sandmle.sampling.sampling_fns import SamplingParams
 from sandmle.sampling.stop import StopStrings, token_bytes_from_tokenizer
 
 
-# A prefill may run on an already compiled larger shape (at most this much more work) for
-# this many calls before its own shape is compiled (Engine._prefill_shape).
-_REUSE_WORK, _REUSE_CALLS = 4, 8
+# A call whose shape has no program runs on an already compiled larger one with at most
+# _REUSE_WORK x its work; once it has done so _COMPILE_AFTER times, its own program is
+# compiled in the background (Engine._shape).
+_REUSE_WORK, _COMPILE_AFTER = 8, 3
+
+
+@functools.cache
+def _compiler() -> concurrent.futures.ThreadPoolExecutor:
+    """One background thread compiles programs while the engine keeps running others (XLA
+    compiles without the GIL)."""
+    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sandmle-compile")
+
+
+def wait_compiles() -> None:
+    """Blocks until every program submitted for background compilation (by any engine)
+    has compiled: the compiler runs them in order on one thread."""
+    _compiler().submit(lambda: None).result()
+
+
+def _abstract(tree: Any) -> Any:
+    """Arrays as shape/dtype/sharding specs, so that a program can be compiled for them
+    after they are donated; a spec lowers like its array (uncommitted stays uncommitted),
+    so the compiled program is the one a later call with the arrays finds."""
+    def spec(x):
+        if not isinstance(x, jax.Array):
+            return x
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, weak_type=x.weak_type,
+                                    sharding=x.sharding if x.committed else None)
+    return jax.tree.map(spec, tree)
 
 
 def bucket(n: int, minimum: int) -> int:
@@ -161,12 +189,14 @@ class Engine:
         self.cache: dict | None = None
         self._state: dict | None = None
         # decode_row_steps: rows (padding included) x steps the decode programs ran;
-        # prefill_reused: prefill calls run on a larger, already compiled shape;
-        # *_s: wall seconds of the calls (compiles included).
+        # *_reused: calls run on a larger, already compiled shape; background_compiles:
+        # programs compiled while others ran; *_s: wall seconds of the calls (foreground
+        # compiles included).
         self.stats = {"prefill_calls": 0, "prefill_tokens": 0, "prefill_s": 0.0,
                       "prefill_reused": 0,
                       "decode_calls": 0, "decode_steps": 0, "decode_row_steps": 0,
-                      "decode_s": 0.0, "evictions": 0, "resizes": 0}
+                      "decode_s": 0.0, "decode_reused": 0, "background_compiles": 0,
+                      "evictions": 0, "resizes": 0}
         self._register_stops(self.stop_strings)
 
     # ---- public API -------------------------------------------------------------------------
@@ -263,6 +293,11 @@ class Engine:
             finished += self._decode(running)
         return finished
 
+    def wait_compiles(self) -> None:
+        """Blocks until the programs compiling in the background are ready (the next calls
+        that need them pick them up)."""
+        wait_compiles()
+
     def conversation(self, handle: int) -> list[int]:
         """Every id of a live conversation so far (the last sampled one included)."""
         return list(self._convs[handle].history)
@@ -314,37 +349,60 @@ class Engine:
         self.stats["evictions"] += 1
         return slot
 
-    def _prefill_shape(self, p: int, t: int) -> tuple[int, int]:
-        """The (rows, chunk) shape to prefill p x t with: its own, or for its first few
-        calls a larger shape already compiled for this cache and state, if that is at most
-        `_REUSE_WORK` x the work. A compile costs about as much as ten prefill calls on
-        CPU and the admission order (when tool results arrive) makes new shapes at every
-        rollout batch; a shape that keeps coming back gets its own program."""
-        key = ("prefill_shapes", self._program_key("prefill"), kv_cache.capacity(self.cache),
-               tuple(sorted((k, v.shape[1:]) for k, v in self._state.items())))
-        seen = self._compiled.setdefault(key, {"compiled": set(), "reused": {}})
-        if (p, t) in seen["compiled"]:
-            return p, t
-        larger = [(pp * tt, pp, tt) for pp, tt in seen["compiled"]
-                  if pp >= p and tt >= t and pp * tt <= _REUSE_WORK * p * t]
-        if larger and seen["reused"].get((p, t), 0) < _REUSE_CALLS:
-            seen["reused"][(p, t)] = seen["reused"].get((p, t), 0) + 1
-            self.stats["prefill_reused"] += 1
-            return min(larger)[1:]
-        seen["compiled"].add((p, t))
-        return p, t
+    def _shape(self, kind: str, arg: Any, shape: tuple[int, ...],
+                example: Any) -> tuple[int, ...]:
+        """The shape to run a `kind` program at for `shape` (rows, or rows x chunk): its own
+        when compiled, else an already compiled larger one with at most `_REUSE_WORK` x the
+        work while its own compiles in the background (from its `_COMPILE_AFTER`th call;
+        `example(shape)` gives the arguments), else its own, compiled now.
 
-    def _prefill(self, part: list[tuple[_Conv, list[int]]]) -> list[Turn]:
-        t = bucket(max(len(ch) for _, ch in part), self.min_chunk)
-        p, t = self._prefill_shape(1 << (len(part) - 1).bit_length(),
-                                   min(t, kv_cache.capacity(self.cache)))
-        rows = np.full((p,), self.num_slots, np.int32)
-        starts = np.zeros((p,), np.int32)
-        chunk = np.zeros((p, t), np.int32)
-        lens = np.zeros((p,), np.int32)
+        A compile costs as much as ten or more calls on CPU (~2 s), and the admission order
+        (when tool results arrive) makes new shapes at every rollout batch: compiled in
+        the foreground, they stalled every running row (5 compiles, a third of a timed
+        agent_sampler_bench run). Padding is cheap: rows past the cache and padding
+        queries skip attention (kv_cache.attend)."""
+        key = ("shapes", self._program_key(kind, arg), kv_cache.capacity(self.cache),
+               tuple(sorted((k, v.shape[1:]) for k, v in self._state.items())))
+        reg = self._compiled.setdefault(key, {"compiled": set(), "reused": {}, "pending": {}})
+        for s, fut in list(reg["pending"].items()):
+            if fut.done():
+                del reg["pending"][s]
+                if fut.exception() is None:   # else it compiles in the foreground, and fails
+                    reg["compiled"].add(s)   # there with its error, when next needed
+        if shape in reg["compiled"]:
+            return shape
+        work = int(np.prod(shape))
+        larger = [(int(np.prod(s)), s) for s in reg["compiled"]
+                  if all(a >= b for a, b in zip(s, shape)) and np.prod(s) <= _REUSE_WORK * work]
+        if not larger:
+            reg["compiled"].add(shape)
+            return shape
+        reg["reused"][shape] = reg["reused"].get(shape, 0) + 1
+        if reg["reused"][shape] >= _COMPILE_AFTER and shape not in reg["pending"]:
+            fn, args, ctx = self._program(kind, arg), _abstract(example(shape)), self._ctx
+            def compile_it():
+                with ctx():
+                    fn.lower(*args).compile()
+            reg["pending"][shape] = _compiler().submit(compile_it)
+            self.stats["background_compiles"] += 1
+        self.stats[f"{kind}_reused"] += 1
+        return min(larger)[1]
+
+    def _prefill_args(self, p: int, t: int) -> tuple:
+        """The prefill program's arguments for p rows of t tokens, every row padding."""
         turn = {"max_new": np.ones((p,), np.int32), "seed": np.zeros((p,), np.uint32),
                 "stop_ids": np.full((p, self.max_stop_ids), -1, np.int32),
                 "stop_sel": np.zeros((p, max(len(self._stops), 1)), bool)}
+        return (self._params, self.cache, self._state, np.full((p,), self.num_slots, np.int32),
+                np.zeros((p,), np.int32), np.zeros((p, t), np.int32), np.zeros((p,), np.int32),
+                turn)
+
+    def _prefill(self, part: list[tuple[_Conv, list[int]]]) -> list[Turn]:
+        t = bucket(max(len(ch) for _, ch in part), self.min_chunk)
+        shape = (1 << (len(part) - 1).bit_length(), min(t, kv_cache.capacity(self.cache)))
+        shape = self._shape("prefill", None, shape, lambda s: self._prefill_args(*s))
+        args = self._prefill_args(*shape)
+        rows, starts, chunk, lens, turn = args[3:]
         for i, (conv, ids) in enumerate(part):
             req = conv.request
             rows[i], starts[i], lens[i] = conv.slot, conv.cached, len(ids)
@@ -361,8 +419,7 @@ class Engine:
         fn = self._program("prefill")
         t0 = time.perf_counter()
         with self._ctx():
-            self.cache, self._state, first = fn(self._params, self.cache, self._state, rows,
-                                                starts, chunk, lens, turn)
+            self.cache, self._state, first = fn(*args)
         first = jax.device_get(first)
         self.stats["prefill_s"] += time.perf_counter() - t0
         self.stats["prefill_calls"] += 1
@@ -388,8 +445,14 @@ class Engine:
         # block as far as they need, so a step's cost follows them, not every slot held.
         compact = (len(running) < self.num_slots or kv_cache.capacity(self.cache)
                    > kv_cache.round_slots(self.cfg, bucket(need, self.cache_multiple)))
+        exit_early = np.bool_(bool(self._queue))
+
+        def args(shape):
+            rows = np.full(shape, self.num_slots, np.int32)
+            return self._params, self.cache, self._state, rows, np.int32(k), exit_early
         if compact:
-            rows = np.full((1 << (len(running) - 1).bit_length(),), self.num_slots, np.int32)
+            rows = args(self._shape("decode", True, (1 << (len(running) - 1).bit_length(),),
+                                    args))[3]
             rows[:len(running)] = [c.slot for c in running]
         else:
             rows = np.arange(self.num_slots, dtype=np.int32)
@@ -397,7 +460,7 @@ class Engine:
         t0 = time.perf_counter()
         with self._ctx():
             self.cache, self._state, out = fn(self._params, self.cache, self._state, rows,
-                                              np.int32(k), np.bool_(bool(self._queue)))
+                                              np.int32(k), exit_early)
         out = jax.device_get(out)
         self.stats["decode_s"] += time.perf_counter() - t0
         self.stats["decode_calls"] += 1

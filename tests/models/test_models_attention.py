@@ -110,6 +110,69 @@ def test_paged_cache_feeds_the_ragged_kernel_the_dense_cache_attention():
     np.testing.assert_allclose(np.asarray(out).reshape(b, t, h, d), ref, atol=1e-5)
 
 
+def _ragged_cache_case(t, seed=4):
+    cfg = qwen3.get_preset("tiny")
+    n, h, kh, d, s = 5, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, 70
+    rng = np.random.default_rng(seed)
+    layer = kv_cache.init_layers(cfg, n, s)[0]
+    hist = [jnp.asarray(rng.normal(size=(n, s, kh, d)), jnp.float32) for _ in range(2)]
+    layer = kv_cache.write(layer, *hist, jnp.broadcast_to(jnp.arange(s), (n, s)))
+    rows = np.array([3, 0, 4, 1, n, n], np.int32)                  # two padding rows
+    starts = np.array([60, 17, 30, 0, 0, 0]) if t > 1 else np.array([65, 17, 30, 2, 0, 0])
+    q = jnp.asarray(rng.normal(size=(len(rows), t, h, d)), jnp.float32)
+    q_slots = jnp.asarray(starts[:, None] + np.arange(t)[None], jnp.int32)
+    return layer, q, q_slots, rows, n
+
+
+def _reference(layer, q, q_slots, rows, pick):
+    """The materialised attention over each picked row's whole cache row."""
+    return np.asarray(kv_cache.attend(jax.tree.map(lambda x: x[rows[pick]], layer), q[pick],
+                                      q_slots[pick], impl="xla", dtype=jnp.float32))
+
+
+@pytest.mark.parametrize("t", [1, 5])
+def test_blocked_cache_attention_over_ragged_rows_equals_the_materialised_one(t):
+    """The block loop over chosen cache rows (the engine's prefill and compact decode):
+    rows whose first queries lie past several whole blocks, rows of very unequal length
+    (a short row stops reading at its own last block), a last block that is moved back
+    (s not a multiple of the block), and padding rows past the cache. For a chunk, both
+    the vectorised loop (`_blocked`, off CPU) and the per-row tiles (`_tiled`, CPU)."""
+    layer, q, q_slots, rows, n = _ragged_cache_case(t)
+    real = rows < n
+    ref = _reference(layer, q, q_slots, rows, real)
+    for block in (4, 8, 16, 64):
+        out = kv_cache.attend(layer, q, q_slots, impl="xla", dtype=jnp.float32, block=block,
+                              rows=jnp.asarray(rows))
+        np.testing.assert_allclose(np.asarray(out)[real], ref, atol=1e-5, err_msg=f"{block}")
+        vec = kv_cache._blocked(layer["k"], layer["v"], q, q_slots, jnp.asarray(rows), block,
+                                jnp.float32)
+        np.testing.assert_allclose(np.asarray(vec)[real], ref, atol=1e-5, err_msg=f"{block}")
+    # Every row at slot >= 16: the first loop covers blocks 0..3 of 4 slots, unmasked.
+    late = np.array([0, 1, 2])
+    out = kv_cache.attend(layer, q[late], q_slots[late], impl="xla", dtype=jnp.float32,
+                          block=4, rows=jnp.asarray(rows[late]))
+    np.testing.assert_allclose(out, _reference(layer, q, q_slots, rows, late), atol=1e-5)
+
+
+def test_tiled_chunk_attention_counts_only_real_queries():
+    """Query tiles smaller than the chunk, rows with fewer real queries than the chunk
+    (their padding queries and rows give zeros), a row with none."""
+    t = 7
+    layer, q, q_slots, rows, n = _ragged_cache_case(t, seed=5)
+    lens = np.array([7, 3, 5, 0, 4, 0], np.int32)
+    ref = _reference(layer, q, q_slots, rows, rows < n)
+    for tq in (2, 3, 7):
+        for block in (4, 16):
+            out = np.asarray(kv_cache._tiled(layer["k"], layer["v"], q, q_slots,
+                                             jnp.asarray(rows), jnp.asarray(lens), block,
+                                             jnp.float32, tq=tq))
+            for i in np.flatnonzero(rows < n):
+                np.testing.assert_allclose(out[i, :lens[i]], ref[i, :lens[i]], atol=1e-5,
+                                           err_msg=f"tq={tq} block={block} row {i}")
+                assert not out[i, lens[i]:].any()
+            assert not out[rows >= n].any()
+
+
 def test_selection_per_backend_and_clear_errors():
     assert attention.resolve("auto", jnp.float32, "cpu") == "xla"
     assert attention.resolve("auto", jnp.bfloat16, "tpu") == "pallas"

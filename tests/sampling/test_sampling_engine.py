@@ -117,32 +117,44 @@ def test_rows_do_not_depend_on_their_neighbours(model):
     np.testing.assert_allclose(got.logprobs, ref.logprobs, atol=1e-5)
 
 
-def test_a_new_prefill_shape_first_runs_on_a_larger_compiled_one(model):
-    """A prefill whose (rows, chunk) shape has no program yet runs, for its first few
-    calls, on a compiled shape with at most 4x the work: the same tokens and logprobs as
-    its own shape, no compile. A shape that keeps coming back then gets its own."""
+def test_a_new_shape_runs_on_a_larger_compiled_one_while_its_own_compiles(model):
+    """A prefill (rows x chunk) or decode (rows) shape with no program runs on a compiled
+    shape with at most `_REUSE_WORK` x the work: the same tokens and logprobs as its own
+    shape, no compile in the call. From its `_COMPILE_AFTER`th call its own program compiles
+    in the background, and once ready the calls use it without tracing again."""
+    from sandmle.sampling import compiles
     from sandmle.sampling import engine as engine_lib
     compiled = {"num_traces": 0}
     engine = Engine(model, num_slots=4, max_seq_len=64, stop_token_ids=(), compiled=compiled)
     for seed in (1, 2):                      # compiles the (2 rows, 48 tokens) prefill
         engine.add(Request(list(range(1, 41)), max_new_tokens=3, seed=seed))
-    _drain(engine)
-    engine.add(Request(list(range(1, 41)), max_new_tokens=3, seed=3))
-    _drain(engine)                           # the decode of one row
+    _drain(engine)                           # and the decode of two rows
     exact = Engine(model, num_slots=4, max_seq_len=64, stop_token_ids=())
     prompt = list(range(3, 33))              # 1 row of 30 tokens: its own shape is (1, 32)
     exact.add(Request(prompt, max_new_tokens=6, seed=7))
     want = _drain(exact)[0]
-    base = engine.stats["prefill_reused"]   # (1, 48) itself ran on (2, 48)
-    for i in range(engine_lib._REUSE_CALLS + 1):
-        traces = engine.num_traces
+
+    def turn():
         engine.add(Request(prompt, max_new_tokens=6, seed=7))
         got = _drain(engine)[0]
         np.testing.assert_array_equal(got.tokens, want.tokens)
         np.testing.assert_allclose(got.logprobs, want.logprobs, atol=1e-5)
-        reused = i < engine_lib._REUSE_CALLS
-        assert engine.stats["prefill_reused"] == base + min(i + 1, engine_lib._REUSE_CALLS)
-        assert (engine.num_traces == traces) == reused, (i, traces, engine.num_traces)
+
+    start = compiles.counts()["foreground"]
+    for i in range(engine_lib._COMPILE_AFTER):
+        before = dict(engine.stats)
+        turn()
+        assert engine.stats["prefill_reused"] == before["prefill_reused"] + 1, i
+        assert engine.stats["decode_reused"] == before["decode_reused"] + 1, i
+    assert engine.stats["background_compiles"] == 2        # (1, 32) prefill, 1-row decode
+    engine.wait_compiles()
+    assert compiles.counts()["foreground"] == start      # nothing compiled in the calls
+    before = dict(engine.stats)
+    turn()
+    assert engine.stats["prefill_reused"] == before["prefill_reused"]
+    assert engine.stats["decode_reused"] == before["decode_reused"]
+    # The background compiled exactly the programs the calls then look up.
+    assert compiles.counts()["foreground"] == start
 
 
 def _drain(engine):
