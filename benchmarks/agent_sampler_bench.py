@@ -210,11 +210,13 @@ def main(argv):
     lock = run_lockstep(sampler, script)
     cont = run_continuous(engine(), script)
     n_turns = sum(map(len, script.gens))
-    print(f"device: {jax.devices()[0].device_kind}; tiny Qwen3 ({qwen3.count_params(cfg)['total']:,}"
-          f" params), {len(script.prompts)} conversations, {n_turns} turns, "
+    params = qwen3.count_params(cfg)["total"]
+    print(f"device: {jax.devices()[0].device_kind}; tiny Qwen3 ({params:,} params), "
+          f"{len(script.prompts)} conversations, {n_turns} turns, "
           f"{sum(sum(g) for g in script.gens)} sampled tokens, observations "
           f"{_MIN_OBS.value}-{_MAX_OBS.value} tokens, tool latency "
-          f"{_MIN_LAT.value}-{_MAX_LAT.value} s; warm-up runs: lock-step {warm[0]}, continuous {warm[1]}")
+          f"{_MIN_LAT.value}-{_MAX_LAT.value} s; warm-up runs: lock-step {warm[0]}, "
+          f"continuous {warm[1]}")
     print(f"{'driver':<12} {'makespan s':>10} {'tokens/s':>9} {'tool wait s':>11} "
           f"{'prefill tok':>11} {'prefill s':>9} {'decode steps':>12} {'decode s':>8} "
           f"{'compiles':>8} {'in background':>13}")

@@ -265,8 +265,8 @@ def _tiled(kbuf, vbuf, q, q_slots, rows, q_lens, bk, dtype, tq: int = 256):
             sc, vb = block(st)
             slots = st + jnp.arange(bk)
             allowed = (slots >= i * bk)[None, :] & (slots[None, :] <= qs[:, None])
-            return attn_lib.online_softmax_step(carry, jnp.where(allowed, sc, attn_lib.MASK_VALUE),
-                                                vb)
+            sc = jnp.where(allowed, sc, attn_lib.MASK_VALUE)
+            return attn_lib.online_softmax_step(carry, sc, vb)
 
         carry = jax.lax.fori_loop(0, lo // bk, whole, attn_lib.online_softmax_init(qt.shape))
         _, l, acc = jax.lax.fori_loop(lo // bk, jnp.minimum(hi // bk + 1, -(-s // bk)),

@@ -350,7 +350,7 @@ class Engine:
         return slot
 
     def _shape(self, kind: str, arg: Any, shape: tuple[int, ...],
-                example: Any) -> tuple[int, ...]:
+               example: Any) -> tuple[int, ...]:
         """The shape to run a `kind` program at for `shape` (rows, or rows x chunk): its own
         when compiled, else an already compiled larger one with at most `_REUSE_WORK` x the
         work while its own compiles in the background (from its `_COMPILE_AFTER`th call;
@@ -363,18 +363,19 @@ class Engine:
         queries skip attention (kv_cache.attend)."""
         key = ("shapes", self._program_key(kind, arg), kv_cache.capacity(self.cache),
                tuple(sorted((k, v.shape[1:]) for k, v in self._state.items())))
-        reg = self._compiled.setdefault(key, {"compiled": set(), "reused": {}, "pending": {}})
+        reg = self._compiled.setdefault(key, {"compiled": set(), "reused": {}, "pending": {},
+                                              "failed": set()})
         for s, fut in list(reg["pending"].items()):
             if fut.done():
                 del reg["pending"][s]
-                if fut.exception() is None:   # else it compiles in the foreground, and fails
-                    reg["compiled"].add(s)   # there with its error, when next needed
+                reg["failed" if fut.exception() else "compiled"].add(s)
         if shape in reg["compiled"]:
             return shape
         work = int(np.prod(shape))
-        larger = [(int(np.prod(s)), s) for s in reg["compiled"]
-                  if all(a >= b for a, b in zip(s, shape)) and np.prod(s) <= _REUSE_WORK * work]
-        if not larger:
+        larger = [(w, s) for w, s in ((int(np.prod(s)), s) for s in reg["compiled"])
+                  if all(a >= b for a, b in zip(s, shape)) and w <= _REUSE_WORK * work]
+        if not larger or shape in reg["failed"]:
+            # Compiled by this call; a failed background compile raises its error here.
             reg["compiled"].add(shape)
             return shape
         reg["reused"][shape] = reg["reused"].get(shape, 0) + 1
@@ -448,11 +449,11 @@ class Engine:
         exit_early = np.bool_(bool(self._queue))
 
         def args(shape):
-            rows = np.full(shape, self.num_slots, np.int32)
+            rows = np.full(shape, self.num_slots, np.int32)   # padding rows run nothing
             return self._params, self.cache, self._state, rows, np.int32(k), exit_early
         if compact:
-            rows = args(self._shape("decode", True, (1 << (len(running) - 1).bit_length(),),
-                                    args))[3]
+            r = self._shape("decode", True, (1 << (len(running) - 1).bit_length(),), args)
+            rows = args(r)[3]
             rows[:len(running)] = [c.slot for c in running]
         else:
             rows = np.arange(self.num_slots, dtype=np.int32)
