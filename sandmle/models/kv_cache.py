@@ -161,6 +161,13 @@ def attend(layer: dict, q: jax.Array, q_slots: jax.Array, *, impl: str, dtype: A
     return jnp.einsum("bkgts,bksd->btkgd", probs, vbuf.astype(dtype)).reshape(b, t, h, d)
 
 
+def _visible(slots: jax.Array, first: jax.Array, q_slots: jax.Array) -> jax.Array:
+    """[..., T, Bk]: which of a block's slots [..., Bk] (read from `first` on; a last block
+    moved back to end at the cache's end repeats slots before `first`) each query at
+    q_slots [..., T] sees."""
+    return (slots >= first)[..., None, :] & (slots[..., None, :] <= q_slots[..., :, None])
+
+
 def _blocked(kbuf, vbuf, q, q_slots, rows, bk, dtype):
     """Online-softmax attention over blocks of the cache rows `rows` (inference only).
 
@@ -201,10 +208,8 @@ def _blocked(kbuf, vbuf, q, q_slots, rows, bk, dtype):
         # The last block is moved back to end at slot s (dynamic_slice would clamp it
         # anyway); the slots it shares with the block before are masked.
         st = jnp.minimum(jnp.minimum(i, last_block) * bk, s - bk)           # [R]
-        slots = st[:, None] + jnp.arange(bk)                                 # [R, Bk]
-        allowed = (slots >= first)[:, None, None, None, :] & (
-            slots[:, None, None, None, :] <= q_slots[:, None, None, :, None])
-        sc = jnp.where(allowed, scores(take_k(rows, st)), attn_lib.MASK_VALUE)
+        allowed = _visible(st[:, None] + jnp.arange(bk), first, q_slots)    # [R, T, Bk]
+        sc = jnp.where(allowed[:, None, None], scores(take_k(rows, st)), attn_lib.MASK_VALUE)
         return attn_lib.online_softmax_step(carry, sc, take_v(rows, st).astype(dtype))
 
     carry = jax.lax.fori_loop(0, n_whole, whole, attn_lib.online_softmax_init(qg.shape))
@@ -263,9 +268,7 @@ def _tiled(kbuf, vbuf, q, q_slots, rows, q_lens, bk, dtype, tq: int = 256):
         def masked(i, carry):
             st = jnp.minimum(i * bk, s - bk)   # the last block moved back, as in `_blocked`
             sc, vb = block(st)
-            slots = st + jnp.arange(bk)
-            allowed = (slots >= i * bk)[None, :] & (slots[None, :] <= qs[:, None])
-            sc = jnp.where(allowed, sc, attn_lib.MASK_VALUE)
+            sc = jnp.where(_visible(st + jnp.arange(bk), i * bk, qs), sc, attn_lib.MASK_VALUE)
             return attn_lib.online_softmax_step(carry, sc, vb)
 
         carry = jax.lax.fori_loop(0, lo // bk, whole, attn_lib.online_softmax_init(qt.shape))

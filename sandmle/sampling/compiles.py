@@ -11,6 +11,7 @@ whose jaxpr was cached but whose executable was not, so benchmarks count these.
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import jax
@@ -18,7 +19,6 @@ import jax
 _EVENT = "/jax/core/compile/backend_compile_duration"
 _COUNTS = {"foreground": 0, "foreground_s": 0.0, "background": 0, "background_s": 0.0}
 _LOCK = threading.Lock()
-_registered = False
 
 
 def _listen(name: str, secs: float, **kwargs) -> None:
@@ -31,12 +31,14 @@ def _listen(name: str, secs: float, **kwargs) -> None:
         _COUNTS[where + "_s"] += secs
 
 
+@functools.cache
+def _register() -> None:
+    jax.monitoring.register_event_duration_secs_listener(_listen)
+
+
 def counts() -> dict:
     """Compiles (and their seconds) since the first call, by thread: 'foreground' (the
     main thread), 'background' (any other)."""
-    global _registered
+    _register()
     with _LOCK:
-        if not _registered:
-            jax.monitoring.register_event_duration_secs_listener(_listen)
-            _registered = True
         return dict(_COUNTS)

@@ -293,11 +293,6 @@ class Engine:
             finished += self._decode(running)
         return finished
 
-    def wait_compiles(self) -> None:
-        """Blocks until the programs compiling in the background are ready (the next calls
-        that need them pick them up)."""
-        wait_compiles()
-
     def conversation(self, handle: int) -> list[int]:
         """Every id of a live conversation so far (the last sampled one included)."""
         return list(self._convs[handle].history)

@@ -147,7 +147,7 @@ def test_a_new_shape_runs_on_a_larger_compiled_one_while_its_own_compiles(model)
         assert engine.stats["prefill_reused"] == before["prefill_reused"] + 1, i
         assert engine.stats["decode_reused"] == before["decode_reused"] + 1, i
     assert engine.stats["background_compiles"] == 2        # (1, 32) prefill, 1-row decode
-    engine.wait_compiles()
+    engine_lib.wait_compiles()
     assert compiles.counts()["foreground"] == start      # nothing compiled in the calls
     before = dict(engine.stats)
     turn()
