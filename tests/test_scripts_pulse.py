@@ -24,7 +24,7 @@ SCRIPTS = [
     ("benchmarks/agent_sampler_bench.py",
      ["--conversations=2", "--min_turns=2", "--max_turns=2", "--prompt_len=8", "--min_obs=4",
       "--max_obs=8", "--min_gen=2", "--max_gen=4", "--min_latency=0", "--max_latency=0.01",
-      "--decode_steps=2"], "continuous / lock-step", False),
+      "--decode_steps=2", "--repeats=1"], "continuous / lock-step", False),
     ("benchmarks/attention_bench.py", ["--check_len=64", "--memory_len=128", "--block=32"],
      "chunked / xla", False),
     ("benchmarks/learner_bench.py", ["--batch=2", "--seq_len=16", "--steps=1"],

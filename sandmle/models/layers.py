@@ -147,14 +147,16 @@ class Attention(nnx.Module):
     def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array,
                  attention_mask: jax.Array, layer_cache: dict | None = None,
                  q_slots: jax.Array | None = None, write_slots: jax.Array | None = None,
-                 rows: jax.Array | None = None) -> tuple[jax.Array, dict | None]:
+                 rows: jax.Array | None = None, select: jax.Array | None = None
+                 ) -> tuple[jax.Array, dict | None]:
         """x [B, T, E]; attention_mask [B, T] (True = real token).
 
         Without a cache: causal attention within the rows (keys with a False mask are never
         attended). With `layer_cache` (see kv_cache.py) the chunk's keys/values are written
         at `write_slots` [B, T] (out of range: not written) of cache rows `rows` [B]
         (default: row b) and each query, at `q_slots` [B, T], attends to the slots at or
-        before its own.
+        before its own. With a cache, `select` [B, 1] keeps only that query of each row:
+        every key/value is still written, the output is [B, 1, E].
         """
         q = self.q_norm(self._project(x, "q"))
         k = self.k_norm(self._project(x, "k"))
@@ -167,9 +169,13 @@ class Attention(nnx.Module):
                                           block=self.attention_block)
         else:
             layer_cache = kv_cache.write(layer_cache, k, v, write_slots, rows)
+            q_lens = jnp.sum(attention_mask, axis=1, dtype=jnp.int32)
+            if select is not None:
+                q = jnp.take_along_axis(q, select[:, :, None, None], axis=1)
+                q_slots = jnp.take_along_axis(q_slots, select, axis=1)
+                q_lens = jnp.ones_like(q_lens)
             out = kv_cache.attend(layer_cache, q, q_slots, impl=impl, dtype=self.dtype,
-                                  block=self.attention_block, rows=rows,
-                                  q_lens=jnp.sum(attention_mask, axis=1, dtype=jnp.int32))
+                                  block=self.attention_block, rows=rows, q_lens=q_lens)
         b, t, h, d = out.shape
         out = with_logical_constraint(out, ("act_batch", "act_length", "act_heads", None))
         # One [B*T, H*D] x [H*D, E] matmul: with the einsum over (h, d), XLA re-laid the

@@ -52,9 +52,12 @@ class DecoderLayer(nnx.Module):
             self.mlp = MLP(cfg, cfg.intermediate_size, rngs)
 
     def __call__(self, x, cos, sin, attention_mask, layer_cache=None, q_slots=None,
-                 write_slots=None, rows=None):
+                 write_slots=None, rows=None, select=None):
+        """select [B, 1] (with a cache): only this position's output, [B, 1, E]."""
         a, layer_cache = self.self_attn(self.input_layernorm(x), cos, sin, attention_mask,
-                                        layer_cache, q_slots, write_slots, rows)
+                                        layer_cache, q_slots, write_slots, rows, select)
+        if select is not None:
+            x = jnp.take_along_axis(x, select[:, :, None], axis=1)
         x = with_logical_constraint(x + a, _ACT)
         h = self.post_attention_layernorm(x)
         if self.is_moe:
@@ -82,14 +85,20 @@ class Qwen3Model(nnx.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.weight_dtype)
 
     def __call__(self, tokens: jax.Array, positions: jax.Array,
-                 attention_mask: jax.Array | None = None, *, cache: dict | None = None
-                 ) -> tuple[jax.Array, dict | None, dict]:
+                 attention_mask: jax.Array | None = None, *, cache: dict | None = None,
+                 select: jax.Array | None = None) -> tuple[jax.Array, dict | None, dict]:
         """Returns (final hidden states [B, T, E], updated cache or None, aux).
 
         With a cache (kv_cache.py), each row's real tokens must be a prefix of the chunk
         (right padding): they are written at the row's next free slots and its `end`
         advances by their number. A cache with 'rows' [B] maps batch row b to cache row
         rows[b] (rows past the cache's batch are padding: nothing is written for them).
+        select [B, 1] (with a cache, a dense last layer): the hidden state of only this
+        position of each row, [B, 1, E]. The last layer then runs its query, attention
+        output and MLP for it alone (its keys and values still fill the cache): after a
+        prefill only the last position's logits are used, and the rest of the last layer
+        was ~25% of a 4-layer prefill on CPU. One position per row, because the cache's
+        attention paths take a row's queries at consecutive slots.
         """
         cfg = self.config
         tokens = jnp.asarray(tokens, jnp.int32)
@@ -125,8 +134,13 @@ class Qwen3Model(nnx.Module):
             q_slots = end[:, None] + jnp.arange(t, dtype=jnp.int32)[None]
             write_slots = jnp.where(attention_mask, q_slots, s)
 
+        if select is not None and (cache is None or self.layers[-1].is_moe
+                                   or select.shape != (b, 1)):
+            raise ValueError(f"select (shape {select.shape}) needs a cache, a dense last "
+                             f"layer and one position per row: shape ({b}, 1)")
         stats = []
         new_layers = []
+        last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             if cache is None and cfg.remat != "none":
                 policy = (jax.checkpoint_policies.dots_with_no_batch_dims_saveable
@@ -135,7 +149,8 @@ class Qwen3Model(nnx.Module):
                                                                   attention_mask)
             else:
                 lc = cache["layers"][i] if cache is not None else None
-                x, lc, st = layer(x, cos, sin, attention_mask, lc, q_slots, write_slots, rows)
+                x, lc, st = layer(x, cos, sin, attention_mask, lc, q_slots, write_slots, rows,
+                                  select if i == last else None)
                 new_layers.append(lc)
             if st is not None:
                 stats.append(st)
@@ -202,13 +217,20 @@ class Qwen3(nnx.Module):
           aux['router_aux_loss'] is transformers' unscaled load-balancing loss over the
           real tokens (0 for dense models).
         """
-        hidden, new_cache, aux = self.model(tokens, positions, attention_mask, cache=cache)
-        if return_hidden:
-            aux["hidden"] = hidden
+        idx = None
         if logits_index is not None:
             idx = jnp.asarray(logits_index, jnp.int32)
-            if idx.ndim != 2 or idx.shape[0] != hidden.shape[0]:
+            if idx.ndim != 2 or idx.shape[0] != jnp.shape(tokens)[0]:
                 raise ValueError(f"logits_index must be [batch, K], got shape {idx.shape}")
+        # With a cache and one index per row, only that position goes through the last
+        # layer's query and MLP (unless every hidden state is asked for).
+        select = (idx if idx is not None and idx.shape[1] == 1 and cache is not None
+                  and not return_hidden and not self.model.layers[-1].is_moe else None)
+        hidden, new_cache, aux = self.model(tokens, positions, attention_mask, cache=cache,
+                                            select=select)
+        if return_hidden:
+            aux["hidden"] = hidden
+        if idx is not None and select is None:
             hidden = jnp.take_along_axis(hidden, idx[:, :, None], axis=1)
         logits = self.logits(hidden)
         if cache is None:

@@ -81,6 +81,53 @@ def test_ragged_prefill_then_decode_matches_full_forward(model):
         np.testing.assert_allclose(np.stack(got[i]), ref[lengths[i] - 1:], atol=TOL, rtol=0)
 
 
+@nnx.jit
+def _trunk(m, tokens, positions, mask, cache, select=None):
+    return m.model(tokens, positions, mask, cache=cache, select=select)
+
+
+def test_a_selected_position_skips_the_last_layer_rest_but_fills_its_cache(model):
+    """A prefill that keeps one position per row (the sampler's last token) runs the last
+    layer's query and MLP for it alone: its hidden state equals the full prefill's, every
+    layer's keys and values still reach the cache, and decoding on from that cache equals
+    the full forward. Several logits indices per row still work (through every position)."""
+    rng = np.random.default_rng(5)
+    vocab = model.config.vocab_size
+    lengths = np.array([6, 2, 4])
+    b, p = 3, 6
+    seqs = rng.integers(0, vocab, size=(b, p + 1)).astype(np.int32)
+    prompt, mask = _right_padded([seqs[i, :lengths[i]] for i in range(b)], p)
+    positions = np.broadcast_to(np.arange(p), (b, p)).astype(np.int32)
+    select = jnp.asarray((lengths - 1)[:, None], jnp.int32)
+    if model.config.is_moe_layer(model.config.num_hidden_layers - 1):
+        with pytest.raises(ValueError, match="dense last layer"):
+            _trunk(model, prompt, positions, mask, model.init_cache(b, 8), select)
+        return
+    full, full_cache, _ = _trunk(model, prompt, positions, mask, model.init_cache(b, 8))
+    part, cache, _ = _trunk(model, prompt, positions, mask, model.init_cache(b, 8), select)
+    assert part.shape == (b, 1, model.config.hidden_size)
+    np.testing.assert_allclose(part[:, 0], np.asarray(full)[np.arange(b), lengths - 1],
+                               atol=TOL, rtol=0)
+    for got, want in zip(jax.tree.leaves(cache), jax.tree.leaves(full_cache)):
+        np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
+    tok = seqs[np.arange(b), lengths][:, None]
+    logits, _, _ = _fwd(model, tok, lengths[:, None].astype(np.int32), np.ones((b, 1), bool),
+                        cache=cache)
+    refs = [_row_logits(model, seqs[i, :lengths[i] + 1]) for i in range(b)]
+    for i in range(b):
+        np.testing.assert_allclose(logits[i, 0], refs[i][-1], atol=TOL, rtol=0)
+    two = np.stack([lengths - 1, lengths // 2], 1)
+    logits, _, _ = _fwd(model, prompt, positions, mask, cache=model.init_cache(b, 8),
+                        logits_index=jnp.asarray(two, jnp.int32))
+    for i in range(b):
+        np.testing.assert_allclose(logits[i], refs[i][two[i]], atol=TOL, rtol=0)
+    with pytest.raises(ValueError, match="one position per row"):
+        model.model(prompt, positions, mask, select=select)
+    with pytest.raises(ValueError, match="one position per row"):
+        model.model(prompt, positions, mask, cache=model.init_cache(b, 8),
+                    select=jnp.asarray(two, jnp.int32))
+
+
 def test_unequal_chunks_per_row_and_idle_rows(model):
     """Three calls append chunks of different lengths per row (0 = the row sits out)."""
     rng = np.random.default_rng(1)
