@@ -169,11 +169,12 @@ class Attention(nnx.Module):
                                           block=self.attention_block)
         else:
             layer_cache = kv_cache.write(layer_cache, k, v, write_slots, rows)
-            q_lens = jnp.sum(attention_mask, axis=1, dtype=jnp.int32)
+            q_lens = None                 # With `select`: one query per row, a real one.
             if select is not None:
                 q = jnp.take_along_axis(q, select[:, :, None, None], axis=1)
                 q_slots = jnp.take_along_axis(q_slots, select, axis=1)
-                q_lens = jnp.ones_like(q_lens)
+            else:
+                q_lens = jnp.sum(attention_mask, axis=1, dtype=jnp.int32)
             out = kv_cache.attend(layer_cache, q, q_slots, impl=impl, dtype=self.dtype,
                                   block=self.attention_block, rows=rows, q_lens=q_lens)
         b, t, h, d = out.shape

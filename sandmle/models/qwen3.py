@@ -134,8 +134,8 @@ class Qwen3Model(nnx.Module):
             q_slots = end[:, None] + jnp.arange(t, dtype=jnp.int32)[None]
             write_slots = jnp.where(attention_mask, q_slots, s)
 
-        if select is not None and (cache is None or self.layers[-1].is_moe
-                                   or select.shape != (b, 1)):
+        if select is not None and (select.shape[0] != b
+                                   or not self.can_select(select.shape, cache)):
             raise ValueError(f"select (shape {select.shape}) needs a cache, a dense last "
                              f"layer and one position per row: shape ({b}, 1)")
         stats = []
@@ -169,6 +169,12 @@ class Qwen3Model(nnx.Module):
                 new_cache = {"layers": new_layers, "rows": rows,
                              "end": cache["end"].at[rows].add(lens, mode="drop")}
         return x, new_cache, aux
+
+    def can_select(self, shape: tuple[int, ...], cache: dict | None) -> bool:
+        """Whether `select` of this shape may trim the last layer: one position per row,
+        a cache, and a dense last layer."""
+        return (cache is not None and not self.layers[-1].is_moe and len(shape) == 2
+                and shape[1] == 1)
 
 
 class Qwen3(nnx.Module):
@@ -224,8 +230,8 @@ class Qwen3(nnx.Module):
                 raise ValueError(f"logits_index must be [batch, K], got shape {idx.shape}")
         # With a cache and one index per row, only that position goes through the last
         # layer's query and MLP (unless every hidden state is asked for).
-        select = (idx if idx is not None and idx.shape[1] == 1 and cache is not None
-                  and not return_hidden and not self.model.layers[-1].is_moe else None)
+        select = (idx if idx is not None and not return_hidden
+                  and self.model.can_select(idx.shape, cache) else None)
         hidden, new_cache, aux = self.model(tokens, positions, attention_mask, cache=cache,
                                             select=select)
         if return_hidden:

@@ -366,9 +366,8 @@ class Engine:
                 reg["failed" if fut.exception() else "compiled"].add(s)
         if shape in reg["compiled"]:
             return shape
-        work = int(np.prod(shape))
-        larger = [(w, s) for w, s in ((int(np.prod(s)), s) for s in reg["compiled"])
-                  if all(a >= b for a, b in zip(s, shape)) and w <= _REUSE_WORK * work]
+        larger = [s for s in reg["compiled"] if all(a >= b for a, b in zip(s, shape))
+                  and np.prod(s) <= _REUSE_WORK * np.prod(shape)]
         if not larger or shape in reg["failed"]:
             # Compiled by this call; a failed background compile raises its error here.
             reg["compiled"].add(shape)
@@ -382,7 +381,7 @@ class Engine:
             reg["pending"][shape] = _compiler().submit(compile_it)
             self.stats["background_compiles"] += 1
         self.stats[f"{kind}_reused"] += 1
-        return min(larger)[1]
+        return min(larger, key=lambda s: (np.prod(s), s))
 
     def _prefill_args(self, p: int, t: int) -> tuple:
         """The prefill program's arguments for p rows of t tokens, every row padding."""
