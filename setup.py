@@ -36,7 +36,9 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     # TensorBoard reads the metric files back in tests (sandmle.metrics.read_scalar_events).
     # The serve tests talk to sandmle-serve through the official openai client.
-    "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "tensorboard>=2.21,<3",
+    # pytest 9.2 ignores pytest-xdist's xdist_group (pytest-xdist#1386): pytest.ini groups
+    # the modules whose fixture is a whole run onto one worker.
+    "test": ["pytest>=8,<9.2", "pytest-xdist>=3.6,<4", "tensorboard>=2.21,<3",
              "openai>=3.57,<4"],
     # sandmle-eval --policy=openai (an OpenAI-compatible endpoint as the policy).
     "serve": ["openai>=3.57,<4"],

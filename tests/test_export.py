@@ -11,8 +11,10 @@ import pytest
 import eval_helpers as E
 from sandmle.errors import UserError
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
-                                reason="needs torch (pip install -e '.[torch]')")
+# One worker runs this module, so its exported model is built once (pytest.ini).
+pytestmark = [pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                 reason="needs torch (pip install -e '.[torch]')"),
+              pytest.mark.xdist_group("export")]
 
 
 @pytest.fixture(scope="module")

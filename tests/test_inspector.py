@@ -12,6 +12,9 @@ from configs import regression as regression_config
 from sandmle import inspector, regression
 from test_checkpoint import _truncate_arrays
 
+# One worker runs this module: its module fixtures are built once (pytest.ini).
+pytestmark = pytest.mark.xdist_group("inspector")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -71,8 +71,13 @@ def quick_tasks(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("script,args,expect,needs_torch", SCRIPTS,
-                         ids=[s[0] for s in SCRIPTS])
+# The {tasks} scripts run on one worker, so their task set is generated once (pytest.ini).
+PARAMS = [pytest.param(*s, id=s[0], marks=[pytest.mark.xdist_group("pulse_tasks")]
+                       if any("{tasks}" in a for a in s[1]) else [])
+          for s in SCRIPTS]
+
+
+@pytest.mark.parametrize("script,args,expect,needs_torch", PARAMS)
 def test_script_runs_from_anywhere(request, tmp_path, script, args, expect, needs_torch):
     if needs_torch and importlib.util.find_spec("torch") is None:
         pytest.skip("needs torch (pip install -e '.[torch]')")

@@ -22,6 +22,8 @@ import eval_helpers as E
 openai = pytest.importorskip("openai", reason="needs the openai client (pip install -e '.[test]')")
 
 ROOT = Path(__file__).resolve().parents[1]
+# One worker runs this module: its module fixture is built once (pytest.ini: loadgroup).
+pytestmark = pytest.mark.xdist_group("serve")
 MAX_LEN = 512
 TOOLS = [{"type": "function", "function": {
     "name": "run_python", "description": "Run a Python program in the task's sandbox.",

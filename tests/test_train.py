@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# One worker runs this module: its module fixture is built once (pytest.ini: loadgroup).
+pytestmark = pytest.mark.xdist_group("train")
 TIMING = ("time/", "wall_s", "per_min", "per_sec", "seconds")
 # One CPU device, as on a laptop (conftest gives the test process 8 fake ones).
 ENV = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}

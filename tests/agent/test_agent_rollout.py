@@ -15,6 +15,9 @@ from sandmle.agent.rollout import Rollouts, TaskRef
 from sandmle.agent.trajectory import to_batch
 from sandmle.sandbox import SandboxFarm
 
+# One worker runs this module: its module fixtures are built once (pytest.ini).
+pytestmark = pytest.mark.xdist_group("agent_rollout")
+
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
