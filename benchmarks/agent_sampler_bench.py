@@ -21,8 +21,9 @@ observation of uniform [`--min_obs`, `--max_obs`] random tokens.
               while other rows keep decoding; a done conversation is released.
 
 Each driver runs the script untimed until a run compiles nothing, in the calls or in the
-background (at most `--warmups` runs; the shapes an engine meets depend on when tools
-return), then waits for its background compiles. Then `--repeats` timed runs of each,
+background (at most `--warmups` runs, default 6: the shapes an engine meets depend on when
+tools return, and with 3 the continuous warm-up often stopped before a clean run), then
+waits for its background compiles. Then `--repeats` timed runs of each,
 interleaved (lock-step, continuous, lock-step, ...), and each driver's shortest makespan
 is compared (a shared machine's load comes and goes; every run's makespan is printed
 too). Printed side by side: makespan (first request to last token), generated tokens per second of
@@ -61,7 +62,7 @@ _MIN_LAT = flags.DEFINE_float("min_latency", 0.1, "Shortest tool run (s).", lowe
 _MAX_LAT = flags.DEFINE_float("max_latency", 2.0, "Longest tool run (s).", lower_bound=0)
 _DECODE_STEPS = flags.DEFINE_integer("decode_steps", 16, "Engine tokens per step.", lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Script seed.")
-_WARMUPS = flags.DEFINE_integer("warmups", 3, "Most untimed runs of each driver.",
+_WARMUPS = flags.DEFINE_integer("warmups", 6, "Most untimed runs of each driver.",
                                 lower_bound=1)
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Timed runs of each driver, interleaved "
                                 "(the shortest makespan of each is compared).", lower_bound=1)
