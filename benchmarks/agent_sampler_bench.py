@@ -21,9 +21,8 @@ observation of uniform [`--min_obs`, `--max_obs`] random tokens.
               while other rows keep decoding; a done conversation is released.
 
 Each driver runs the script untimed until a run compiles nothing, in the calls or in the
-background (at most `--warmups` runs, default 6: the shapes an engine meets depend on when
-tools return, and with 3 the continuous warm-up often stopped before a clean run), then
-waits for its background compiles. Then `--repeats` timed runs of each,
+background (at most `--warmups` runs; the shapes an engine meets depend on when tools
+return), then waits for its background compiles. Then `--repeats` timed runs of each,
 interleaved (lock-step, continuous, lock-step, ...), and each driver's shortest makespan
 is compared (a shared machine's load comes and goes; every run's makespan is printed
 too). Printed side by side: makespan (first request to last token), generated tokens per second of
