@@ -208,6 +208,12 @@ def enter(plan: dict[str, Any], job: dict[str, Any], mode: str, job_uid: int,
             f.write(text)
     iso.mount("sandmle-tmp", NEW + "/tmp", "tmpfs", iso.MS_NOSUID | iso.MS_NODEV,
               f"size={int(limits['tmp_bytes'])},nr_inodes={TMP_INODES},mode=1777")
+    # The private /tmp covers what the template bound under /tmp (a virtualenv made
+    # there, an exposed tree): bind those again on top of it, read-only.
+    for path in plan["extra"]:
+        if _under(path, "/tmp"):
+            _bind(path, NEW + path)
+            _remount_all_ro(NEW + path, set())
     if mode == "userns":
         iso.mount("proc", NEW + "/proc", "proc", iso.MS_NOSUID | iso.MS_NODEV | iso.MS_NOEXEC)
     wfd = _fill_workdir(job, owner)

@@ -38,3 +38,38 @@ def test_job_imports_lazily_but_sees_no_checkout(farm, tmp_path):
     assert seen == "False"
     for name in ("home", "run", "sys", "srv", "mnt", "media", "boot"):
         assert f"'{name}'" not in top, top
+
+
+@pytest.mark.parametrize("isolation", ["auto", "userns"])
+def test_trees_under_tmp_stay_visible_over_the_private_tmp(isolation):
+    """A virtualenv or an exposed tree under /tmp is bound into the job's root, and the
+    job's own /tmp (a fresh tmpfs) must not cover it."""
+    import shutil
+    import tempfile
+
+    from sandbox_helpers import farm_config
+
+    from sandmle.sandbox import SandboxFarm
+
+    lib = tempfile.mkdtemp(prefix="sandmle-lib-", dir="/tmp")
+    wd = tempfile.mkdtemp(prefix="sandmle-wd-", dir="/tmp")
+    try:
+        os.chmod(lib, 0o755)
+        with open(os.path.join(lib, "tmp_tree_mod.py"), "w") as f:
+            f.write("VALUE = 41 + 1\n")
+        os.chmod(os.path.join(lib, "tmp_tree_mod.py"), 0o644)
+        with SandboxFarm(farm_config(num_workers=1, isolation=isolation, expose=[lib])) as farm:
+            if farm.stats()["isolation"] not in ("root", "userns"):
+                pytest.skip("needs an isolated farm")
+            code = (f"import sys; sys.path.insert(0, {lib!r}); import tmp_tree_mod, os\n"
+                    "open('/tmp/scratch', 'w').write('x')\n"
+                    f"print(tmp_tree_mod.VALUE, os.path.exists('/tmp/scratch'))\n"
+                    f"open({os.path.join(lib, 'w')!r}, 'w')\n")
+            r = farm.submit(Job(workdir=os.path.join(wd, "w"), code=code)).result()
+        assert r.stdout.split() == ["42", "True"], r
+        # Read-only like every other bound tree.
+        assert r.status == "error" and "Read-only file system" in r.stderr, r
+        assert not os.path.exists(os.path.join(lib, "w"))
+    finally:
+        shutil.rmtree(lib, ignore_errors=True)
+        shutil.rmtree(wd, ignore_errors=True)
