@@ -101,6 +101,13 @@ def make_plan(expose: list[str]) -> dict[str, Any]:
     for p in extra:
         if _under(p, HOLD):
             raise iso.IsolationError(f"{p} cannot be exposed to jobs: it is under {HOLD}")
+        # /tmp trees are bound again over the job's private /tmp (`enter`); these the
+        # job's root replaces outright.
+        for own in ("/var/tmp", "/dev", "/proc"):
+            if _under(p, own):
+                raise iso.IsolationError(
+                    f"{p} cannot be exposed to jobs: each job has its own {own} (a "
+                    f"virtualenv or an exposed tree must live elsewhere)")
     return {"links": links, "binds": binds, "etc": etc, "extra": extra,
             "devices": [d for d in DEVICES if os.path.exists("/dev/" + d)]}
 

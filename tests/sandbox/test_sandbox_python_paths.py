@@ -73,3 +73,20 @@ def test_trees_under_tmp_stay_visible_over_the_private_tmp(isolation):
     finally:
         shutil.rmtree(lib, ignore_errors=True)
         shutil.rmtree(wd, ignore_errors=True)
+
+
+@pytest.mark.parametrize("top", ["/var/tmp", "/dev/shm", "/proc/1"])
+def test_trees_where_the_job_has_its_own_are_refused_by_name(top):
+    import shutil
+    import tempfile
+
+    if not os.path.isdir(top):
+        pytest.skip(f"no {top} here")
+    path = tempfile.mkdtemp(prefix="sandmle-lib-", dir=top) if top == "/var/tmp" else top
+    try:
+        with pytest.raises(rootfs.iso.IsolationError,
+                           match=f"{os.path.realpath(path)} cannot be exposed to jobs"):
+            rootfs.make_plan([path])
+    finally:
+        if path != top:
+            shutil.rmtree(path, ignore_errors=True)
