@@ -1,11 +1,15 @@
-"""The job's minimal root: the interpreter's trees are there, the project checkout is not."""
+"""The job's minimal root: the interpreter's trees are there (also under /tmp), the project
+checkout is not."""
 
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
+from sandbox_helpers import farm_config
 
-from sandmle.sandbox import Job, rootfs
+from sandmle.sandbox import Job, SandboxFarm, rootfs
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -44,13 +48,6 @@ def test_job_imports_lazily_but_sees_no_checkout(farm, tmp_path):
 def test_trees_under_tmp_stay_visible_over_the_private_tmp(isolation):
     """A virtualenv or an exposed tree under /tmp is bound into the job's root, and the
     job's own /tmp (a fresh tmpfs) must not cover it."""
-    import shutil
-    import tempfile
-
-    from sandbox_helpers import farm_config
-
-    from sandmle.sandbox import SandboxFarm
-
     lib = tempfile.mkdtemp(prefix="sandmle-lib-", dir="/tmp")
     wd = tempfile.mkdtemp(prefix="sandmle-wd-", dir="/tmp")
     try:
@@ -63,7 +60,7 @@ def test_trees_under_tmp_stay_visible_over_the_private_tmp(isolation):
                 pytest.skip("needs an isolated farm")
             code = (f"import sys; sys.path.insert(0, {lib!r}); import tmp_tree_mod, os\n"
                     "open('/tmp/scratch', 'w').write('x')\n"
-                    f"print(tmp_tree_mod.VALUE, os.path.exists('/tmp/scratch'))\n"
+                    "print(tmp_tree_mod.VALUE, os.path.exists('/tmp/scratch'))\n"
                     f"open({os.path.join(lib, 'w')!r}, 'w')\n")
             r = farm.submit(Job(workdir=os.path.join(wd, "w"), code=code)).result()
         assert r.stdout.split() == ["42", "True"], r
@@ -77,9 +74,8 @@ def test_trees_under_tmp_stay_visible_over_the_private_tmp(isolation):
 
 @pytest.mark.parametrize("top", ["/var/tmp", "/dev/shm", "/proc/1"])
 def test_trees_where_the_job_has_its_own_are_refused_by_name(top):
-    import shutil
-    import tempfile
-
+    """/var/tmp, /dev and /proc are replaced in the job's root: a tree there is refused
+    by name when the farm plans the root, not left to crash every job."""
     if not os.path.isdir(top):
         pytest.skip(f"no {top} here")
     path = tempfile.mkdtemp(prefix="sandmle-lib-", dir=top) if top == "/var/tmp" else top
