@@ -38,6 +38,10 @@ DEVICES = ("null", "zero", "full", "random", "urandom")
 HOLD = "/sys"  # hidden under a tmpfs in the job's namespace; the new root is built in it
 NEW = HOLD + "/newroot"
 OLD = "/.oldroot"  # where the host's root goes at the pivot, before it is detached
+# Directories every job's root has of its own. A tree the root must show under /tmp is
+# bound per job, over the job's private /tmp; one under the others cannot be shown.
+JOB_TMP = "/tmp"
+JOB_OWN = ("/var/tmp", "/dev", "/proc")
 TMP_INODES = 16384  # empty files cost no blocks, but each inode costs kernel memory
 
 _ATIME_FLAGS = {"nosuid": iso.MS_NOSUID, "nodev": iso.MS_NODEV, "noexec": iso.MS_NOEXEC,
@@ -101,13 +105,11 @@ def make_plan(expose: list[str]) -> dict[str, Any]:
     for p in extra:
         if _under(p, HOLD):
             raise iso.IsolationError(f"{p} cannot be exposed to jobs: it is under {HOLD}")
-        # /tmp trees are bound again over the job's private /tmp (`enter`); these the
-        # job's root replaces outright.
-        for own in ("/var/tmp", "/dev", "/proc"):
-            if _under(p, own):
-                raise iso.IsolationError(
-                    f"{p} cannot be exposed to jobs: each job has its own {own} (a "
-                    f"virtualenv or an exposed tree must live elsewhere)")
+        own = [top for top in JOB_OWN if _under(p, top)]
+        if own:
+            raise iso.IsolationError(
+                f"{p} cannot be exposed to jobs: each job has its own {own[0]} (a "
+                f"virtualenv or an exposed tree must live elsewhere)")
     return {"links": links, "binds": binds, "etc": etc, "extra": extra,
             "devices": [d for d in DEVICES if os.path.exists("/dev/" + d)]}
 
@@ -138,6 +140,12 @@ def _bind(src: str, dst: str, recursive: bool = True) -> None:
         if not os.path.lexists(dst):
             os.close(os.open(dst, os.O_WRONLY | os.O_CREAT, 0o644))
     iso.mount(src, dst, None, iso.MS_BIND | (iso.MS_REC if recursive else 0))
+
+
+def _bind_ro(src: str, dst: str) -> None:
+    """A recursive bind of `src` at `dst` (inside the new root), every mount in it read-only."""
+    _bind(src, dst)
+    _remount_all_ro(dst, set())
 
 
 def _cover(path: str) -> None:
@@ -184,7 +192,8 @@ def prepare(plan: dict[str, Any], mode: str) -> None:
         os.makedirs(os.path.dirname(NEW + path), exist_ok=True)
         os.symlink(target, NEW + path)
     for path in plan["binds"] + plan["etc"] + plan["extra"]:
-        _bind(path, NEW + path)
+        if not _under(path, JOB_TMP):  # (bound by `enter`, over the job's own /tmp)
+            _bind(path, NEW + path)
     os.makedirs(NEW + "/etc", exist_ok=True)
     _make_dev(plan)
     for d in ("/tmp", "/proc", "/var"):
@@ -213,14 +222,11 @@ def enter(plan: dict[str, Any], job: dict[str, Any], mode: str, job_uid: int,
     for name, text in _identity_files(job_uid, workdir).items():
         with open(f"{NEW}/etc/{name}", "w") as f:
             f.write(text)
-    iso.mount("sandmle-tmp", NEW + "/tmp", "tmpfs", iso.MS_NOSUID | iso.MS_NODEV,
+    iso.mount("sandmle-tmp", NEW + JOB_TMP, "tmpfs", iso.MS_NOSUID | iso.MS_NODEV,
               f"size={int(limits['tmp_bytes'])},nr_inodes={TMP_INODES},mode=1777")
-    # The private /tmp covers what the template bound under /tmp (a virtualenv made
-    # there, an exposed tree): bind those again on top of it, read-only.
-    for path in plan["extra"]:
-        if _under(path, "/tmp"):
-            _bind(path, NEW + path)
-            _remount_all_ro(NEW + path, set())
+    for path in plan["extra"]:  # a virtualenv made under /tmp, an exposed tree there
+        if _under(path, JOB_TMP):
+            _bind_ro(path, NEW + path)
     if mode == "userns":
         iso.mount("proc", NEW + "/proc", "proc", iso.MS_NOSUID | iso.MS_NODEV | iso.MS_NOEXEC)
     wfd = _fill_workdir(job, owner)
@@ -229,8 +235,7 @@ def enter(plan: dict[str, Any], job: dict[str, Any], mode: str, job_uid: int,
         if _under(src, HOLD):
             raise iso.IsolationError(f"input {name!r}: {src} is under {HOLD}")
         target = os.path.join(workdir, name)
-        _bind(src, NEW + target)
-        _remount_all_ro(NEW + target, set())
+        _bind_ro(src, NEW + target)
         binds.append((src, target))
     for hidden in job["hidden"]:  # hidden paths inside anything we bound stay covered
         for src, dst in binds:
